@@ -1,0 +1,88 @@
+// The configuration of an attention layer and the shape of one kernel call, with their checks.
+//
+// Every check throws std::invalid_argument naming the field and its value, e.g.
+// "heads (12) must be divisible by kv_groups (5)", before anything is written.
+#pragma once
+
+#include <cstdint>
+#include <cmath>
+#include <optional>
+
+#include "error.hpp"
+
+namespace multihead {
+inline namespace MULTIHEAD_ISA_NAMESPACE {
+
+// One attention layer: model_dim → heads × head_dim queries, kv_groups × head_dim keys and
+// kv_groups × value_dim values, heads × value_dim → model_dim output.
+// MHA has kv_groups = heads, MQA kv_groups = 1, GQA anything in between that divides heads.
+struct LayerConfig {
+  std::int64_t model_dim = 0;
+  std::int64_t heads = 0;
+  std::int64_t kv_groups = 0;
+  std::int64_t head_dim = 0;
+  std::optional<std::int64_t> value_dim;  // defaults to head_dim
+  bool bias = false;                      // q, k, v and o projections carry a bias
+  bool causal = true;                     // decoder self-attention; see KernelOptions::causal
+  std::optional<float> scale;             // defaults to 1/sqrt(head_dim)
+
+  std::int64_t v_dim() const { return value_dim.value_or(head_dim); }
+  std::int64_t group_size() const { return heads / kv_groups; }
+
+  // Throws unless every size is positive, kv_groups divides heads and the weight sizes fit.
+  void validate() const {
+    using detail::require;
+    using detail::require_positive;
+    require_positive(model_dim, "model_dim");
+    require_positive(heads, "heads");
+    require_positive(kv_groups, "kv_groups");
+    require_positive(head_dim, "head_dim");
+    require_positive(v_dim(), "value_dim");
+    require(kv_groups <= heads, "kv_groups (", kv_groups, ") must not exceed heads (", heads, ")");
+    require(heads % kv_groups == 0, "heads (", heads, ") must be divisible by kv_groups (",
+            kv_groups, ")");
+    if (scale) require(*scale > 0.0f && std::isfinite(*scale), "scale (", *scale, ") must be positive and finite");
+    // The largest weights: Wq [heads·head_dim, model_dim] and Wo [model_dim, heads·value_dim].
+    detail::checked_product("Wq size (heads * head_dim * model_dim)", heads, head_dim, model_dim);
+    detail::checked_product("Wo size (model_dim * heads * value_dim)", model_dim, heads, v_dim());
+  }
+};
+
+// The extents of one kernel call. Q is [batch, q_len, heads, head_dim], K is
+// [batch, kv_len, kv_groups, head_dim], V is [batch, kv_len, kv_groups, value_dim] and the
+// output [batch, q_len, heads, value_dim].
+struct KernelShape {
+  std::int64_t batch = 0;
+  std::int64_t q_len = 0;
+  std::int64_t kv_len = 0;
+  std::int64_t heads = 0;
+  std::int64_t kv_groups = 0;
+  std::int64_t head_dim = 0;
+  std::int64_t value_dim = 0;
+
+  std::int64_t group_size() const { return heads / kv_groups; }
+
+  // Throws unless every extent is positive, kv_groups divides heads and no buffer size overflows.
+  void validate() const {
+    using detail::require;
+    using detail::require_positive;
+    require_positive(batch, "batch");
+    require_positive(q_len, "q_len");
+    require_positive(kv_len, "kv_len");
+    require_positive(heads, "heads");
+    require_positive(kv_groups, "kv_groups");
+    require_positive(head_dim, "head_dim");
+    require_positive(value_dim, "value_dim");
+    require(kv_groups <= heads, "kv_groups (", kv_groups, ") must not exceed heads (", heads, ")");
+    require(heads % kv_groups == 0, "heads (", heads, ") must be divisible by kv_groups (",
+            kv_groups, ")");
+    detail::checked_product("q size (batch * q_len * heads * head_dim)", batch, q_len, heads, head_dim);
+    detail::checked_product("o size (batch * q_len * heads * value_dim)", batch, q_len, heads, value_dim);
+    detail::checked_product("k size (batch * kv_len * kv_groups * head_dim)", batch, kv_len, kv_groups, head_dim);
+    detail::checked_product("v size (batch * kv_len * kv_groups * value_dim)", batch, kv_len, kv_groups, value_dim);
+    detail::checked_product("scores per head (q_len * kv_len)", q_len, kv_len);
+  }
+};
+
+}  // namespace MULTIHEAD_ISA_NAMESPACE
+}  // namespace multihead

@@ -1,0 +1,50 @@
+// Which instruction set this translation unit was compiled for.
+//
+// The ISA is the consumer's choice, made with compiler flags (-mavx2 -mfma, -march=x86-64-v4,
+// -march=native, ...); the library never adds -march itself. This header maps the compiler's
+// macros to multihead's own switches, each level implying the ones below:
+//   MULTIHEAD_HAS_AVX512  (__AVX512F__, needs AVX2 and FMA too)
+//   MULTIHEAD_HAS_AVX2    (__AVX2__ and __FMA__)
+// Define MULTIHEAD_NO_SIMD to force the generic path whatever the flags say.
+//
+// Everything in multihead lives in an inline namespace named after the ISA (multihead::avx512,
+// multihead::avx2, multihead::generic), so translation units compiled for different ISAs can be
+// linked into one program without breaking the one-definition rule.
+#pragma once
+
+#if !defined(MULTIHEAD_NO_SIMD) && defined(__AVX2__) && defined(__FMA__)
+#define MULTIHEAD_HAS_AVX2 1
+#endif
+
+#if defined(MULTIHEAD_HAS_AVX2) && defined(__AVX512F__)
+#define MULTIHEAD_HAS_AVX512 1
+#endif
+
+#if defined(__AVX512F__) && !defined(__AVX2__)
+#error "multihead: __AVX512F__ without __AVX2__ is an inconsistent set of compiler flags"
+#endif
+
+#if defined(MULTIHEAD_HAS_AVX512)
+#define MULTIHEAD_ISA_NAMESPACE avx512
+#elif defined(MULTIHEAD_HAS_AVX2)
+#define MULTIHEAD_ISA_NAMESPACE avx2
+#else
+#define MULTIHEAD_ISA_NAMESPACE generic
+#endif
+
+namespace multihead {
+inline namespace MULTIHEAD_ISA_NAMESPACE {
+
+// The name of the path compiled into this translation unit: "avx512", "avx2" or "generic".
+constexpr const char* isa_name() noexcept {
+#if defined(MULTIHEAD_HAS_AVX512)
+  return "avx512";
+#elif defined(MULTIHEAD_HAS_AVX2)
+  return "avx2";
+#else
+  return "generic";
+#endif
+}
+
+}  // namespace MULTIHEAD_ISA_NAMESPACE
+}  // namespace multihead

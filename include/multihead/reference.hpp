@@ -1,0 +1,103 @@
+// The reference attention kernel: plain Eigen products and a full softmax per head.
+//
+// It materialises the whole q_len × kv_len score matrix of one head at a time, so it is the
+// simplest correct path: the oracle the fast kernels are tested against and the fallback for
+// anything they do not cover. Cost: 2·q_len·kv_len·(head_dim + value_dim) flops per head and
+// q_len·kv_len floats of workspace per thread.
+#pragma once
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "kernel_args.hpp"
+#include "parallel.hpp"
+
+namespace multihead {
+inline namespace MULTIHEAD_ISA_NAMESPACE {
+namespace detail {
+
+using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using ConstRowsMap = Eigen::Map<const RowMatrix, Eigen::Unaligned, Eigen::OuterStride<>>;
+using RowsMap = Eigen::Map<RowMatrix, Eigen::Unaligned, Eigen::OuterStride<>>;
+
+// Turns row `i` of scores, of which the first `visible` entries count, into probabilities in
+// place and returns the row's log-sum-exp. Subtracting the row maximum keeps exp from
+// overflowing whatever the scores' magnitude. A row that sees nothing becomes all zeros, -inf.
+inline float softmax_row(float* row, std::int64_t length, std::int64_t visible) {
+  if (visible == 0) {
+    std::fill(row, row + length, 0.0f);
+    return -std::numeric_limits<float>::infinity();
+  }
+  float max = row[0];
+  for (std::int64_t j = 1; j < visible; ++j) max = std::max(max, row[j]);
+  float sum = 0.0f;
+  for (std::int64_t j = 0; j < visible; ++j) {
+    row[j] = std::exp(row[j] - max);
+    sum += row[j];
+  }
+  const float inverse = 1.0f / sum;
+  for (std::int64_t j = 0; j < visible; ++j) row[j] *= inverse;
+  std::fill(row + visible, row + length, 0.0f);
+  return max + std::log(sum);
+}
+
+// The Eigen outer stride of a view's token rows. A single row may carry any stride; Eigen gets
+// the row length then, which it accepts whatever the view says.
+template <class T>
+Eigen::OuterStride<> token_rows_stride(const TensorView<T>& view) {
+  return Eigen::OuterStride<>(view.tokens() > 1 ? view.token_stride() : view.dim());
+}
+
+}  // namespace detail
+
+// O = softmax(scale · Q·Kᵀ [+ causal mask]) · V for every batch and query head. Query head h
+// reads KV head h / (heads / kv_groups): GQA and MQA share K/V between heads without copying.
+// Writes `o` and, when given, `lse` ([batch, heads, q_len]); throws std::invalid_argument on any
+// bad argument before writing anything.
+inline void reference_attention(const TensorView<const float>& q,
+                                const TensorView<const float>& k,
+                                const TensorView<const float>& v, const TensorView<float>& o,
+                                const KernelOptions& options = {}, LseOutput lse = {}) {
+  const KernelShape shape = check_kernel_args(q, k, v, o, lse, options);
+  const float scale = resolved_scale(options, shape.head_dim);
+  const int threads = resolve_threads(options.threads);
+  const std::int64_t group_size = shape.group_size();
+
+  // One score matrix per thread, allocated before the parallel region so nothing in it throws.
+  std::vector<detail::RowMatrix> scores(static_cast<std::size_t>(threads),
+                                        detail::RowMatrix(shape.q_len, shape.kv_len));
+
+  // Work units are (batch, query head) pairs: independent, equal in cost.
+  parallel_chunks(shape.batch * shape.heads, threads,
+                  [&](int thread, std::int64_t begin, std::int64_t end) {
+    detail::RowMatrix& s = scores[static_cast<std::size_t>(thread)];
+    for (std::int64_t unit = begin; unit < end; ++unit) {
+      const std::int64_t b = unit / shape.heads;
+      const std::int64_t h = unit % shape.heads;
+      const std::int64_t g = h / group_size;
+      const detail::ConstRowsMap q_head(q.row(b, 0, h), shape.q_len, shape.head_dim,
+                                        detail::token_rows_stride(q));
+      const detail::ConstRowsMap k_head(k.row(b, 0, g), shape.kv_len, shape.head_dim,
+                                        detail::token_rows_stride(k));
+      const detail::ConstRowsMap v_head(v.row(b, 0, g), shape.kv_len, shape.value_dim,
+                                        detail::token_rows_stride(v));
+      detail::RowsMap o_head(o.row(b, 0, h), shape.q_len, shape.value_dim,
+                             detail::token_rows_stride(o));
+
+      s.noalias() = scale * (q_head * k_head.transpose());
+      for (std::int64_t i = 0; i < shape.q_len; ++i) {
+        const float row_lse = detail::softmax_row(&s(i, 0), shape.kv_len,
+                                                  visible_keys(shape, options.causal, i));
+        if (lse.data != nullptr) lse.data[(b * shape.heads + h) * shape.q_len + i] = row_lse;
+      }
+      o_head.noalias() = s * v_head;
+    }
+  });
+}
+
+}  // namespace MULTIHEAD_ISA_NAMESPACE
+}  // namespace multihead
