@@ -145,7 +145,7 @@ class Attention {
     };
     for (Projection p : {Projection::q, Projection::k, Projection::v, Projection::o}) {
       const float bound = 1.0f / std::sqrt(static_cast<float>(in_features(p)));
-      for (float& x : weight_ref(p).reshaped()) x = uniform(bound);
+      for (float& x : weight_ref(p).template reshaped<Eigen::RowMajor>()) x = uniform(bound);
       for (float& x : bias_ref(p)) x = uniform(bound);
     }
   }

@@ -1,0 +1,604 @@
+// reference_attention against the independent naive oracle (tests/naive_reference.hpp), under the
+// accuracy standard: max|lib - double| <= 2 * max|naive fp32 - double| + 1e-6, for the output and
+// the log-sum-exp alike.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <multihead/multihead.hpp>
+
+#include "naive_reference.hpp"
+
+namespace {
+
+using multihead::KernelOptions;
+using multihead::LseOutput;
+using multihead::TensorView;
+using naive::AttentionShape;
+
+struct Inputs {
+  AttentionShape shape;
+  std::vector<float> q, k, v;
+};
+
+Inputs make_inputs(const AttentionShape& shape, std::uint64_t seed, float magnitude = 1.0f) {
+  Inputs in;
+  in.shape = shape;
+  in.q = naive::random_vector(shape.q_size(), seed * 3 + 1, -magnitude, magnitude);
+  in.k = naive::random_vector(shape.k_size(), seed * 3 + 2, -magnitude, magnitude);
+  in.v = naive::random_vector(shape.v_size(), seed * 3 + 3);
+  return in;
+}
+
+struct LibResult {
+  std::vector<float> o, lse;
+};
+
+// The library on contiguous views of `in`.
+LibResult run_library(const Inputs& in, const KernelOptions& options) {
+  const AttentionShape& s = in.shape;
+  LibResult r;
+  r.o.assign(static_cast<std::size_t>(s.o_size()), std::numeric_limits<float>::quiet_NaN());
+  r.lse.assign(static_cast<std::size_t>(s.lse_size()), std::numeric_limits<float>::quiet_NaN());
+  const TensorView<const float> q(in.q.data(), s.q_size(), s.batch, s.q_len, s.heads, s.head_dim);
+  const TensorView<const float> k(in.k.data(), s.k_size(), s.batch, s.kv_len, s.kv_groups,
+                                  s.head_dim);
+  const TensorView<const float> v(in.v.data(), s.v_size(), s.batch, s.kv_len, s.kv_groups,
+                                  s.value_dim);
+  const TensorView<float> o(r.o.data(), s.o_size(), s.batch, s.q_len, s.heads, s.value_dim);
+  multihead::reference_attention(q, k, v, o, options, LseOutput{r.lse.data(), s.lse_size()});
+  return r;
+}
+
+struct Oracle {
+  naive::AttentionResult<double> exact;
+  naive::AttentionResult<float> fp32;
+};
+
+Oracle run_oracle(const Inputs& in, const KernelOptions& options) {
+  std::optional<double> scale;
+  if (options.scale) scale = static_cast<double>(*options.scale);
+  Oracle oracle;
+  oracle.exact = naive::attention<double>(in.shape, in.q.data(), in.k.data(), in.v.data(),
+                                          options.causal, scale);
+  oracle.fp32 = naive::attention<float>(in.shape, in.q.data(), in.k.data(), in.v.data(),
+                                        options.causal, scale);
+  return oracle;
+}
+
+void expect_meets_standard(const LibResult& lib, const Oracle& oracle) {
+  EXPECT_FALSE(naive::any_nan(lib.o)) << "NaN in the output";
+  EXPECT_FALSE(naive::any_nan(lib.lse)) << "NaN in the log-sum-exp";
+  EXPECT_TRUE(naive::within_standard("o", lib.o, oracle.exact.o, oracle.fp32.o));
+  EXPECT_TRUE(naive::within_standard("lse", lib.lse, oracle.exact.lse, oracle.fp32.lse));
+}
+
+// Runs the library on `in` and checks it against the oracle; returns the library's result.
+LibResult check(const Inputs& in, const KernelOptions& options) {
+  const LibResult lib = run_library(in, options);
+  expect_meets_standard(lib, run_oracle(in, options));
+  return lib;
+}
+
+std::string describe(const AttentionShape& s) {
+  std::ostringstream out;
+  out << "batch " << s.batch << ", q_len " << s.q_len << ", kv_len " << s.kv_len << ", heads "
+      << s.heads << ", kv_groups " << s.kv_groups << ", head_dim " << s.head_dim
+      << ", value_dim " << s.value_dim;
+  return out.str();
+}
+
+AttentionShape make_shape(std::int64_t batch, std::int64_t q_len, std::int64_t kv_len,
+                          std::int64_t heads, std::int64_t kv_groups, std::int64_t head_dim,
+                          std::int64_t value_dim) {
+  AttentionShape s;
+  s.batch = batch;
+  s.q_len = q_len;
+  s.kv_len = kv_len;
+  s.heads = heads;
+  s.kv_groups = kv_groups;
+  s.head_dim = head_dim;
+  s.value_dim = value_dim;
+  return s;
+}
+
+// ---- The sweep: heads/groups × head dims × lengths × causal -------------------------------------
+
+struct HeadsGroups {
+  std::int64_t heads, kv_groups;
+};
+
+const HeadsGroups kHeadsGroups[] = {{1, 1}, {4, 4}, {8, 2}, {8, 1}, {12, 4}, {32, 8}};
+const std::int64_t kHeadDims[] = {1, 3, 64, 80, 128, 256};
+const std::int64_t kLengths[] = {1, 7, 64, 129};
+
+// The cost of one case (multiply-adds of one naive pass, up to a constant). The largest few
+// combinations of the cartesian product are left out to keep the suite fast; every value of
+// every axis is still covered (the test SweepCoversEveryValue checks it).
+constexpr std::int64_t kSweepCostCap = std::int64_t{1} << 26;
+std::int64_t sweep_cost(const HeadsGroups& hg, std::int64_t d, std::int64_t len) {
+  return hg.heads * len * len * d;
+}
+
+using SweepParam = std::tuple<HeadsGroups, std::int64_t, std::int64_t, bool>;
+
+std::vector<SweepParam> sweep_params() {
+  std::vector<SweepParam> params;
+  for (const HeadsGroups& hg : kHeadsGroups)
+    for (std::int64_t d : kHeadDims)
+      for (std::int64_t len : kLengths)
+        for (bool causal : {false, true})
+          if (sweep_cost(hg, d, len) <= kSweepCostCap) params.emplace_back(hg, d, len, causal);
+  return params;
+}
+
+std::string sweep_name(const ::testing::TestParamInfo<SweepParam>& info) {
+  const auto& [hg, d, len, causal] = info.param;
+  std::ostringstream out;
+  out << "h" << hg.heads << "g" << hg.kv_groups << "_d" << d << "_len" << len
+      << (causal ? "_causal" : "_full");
+  return out.str();
+}
+
+class ReferenceSweep : public ::testing::TestWithParam<SweepParam> {};
+
+TEST_P(ReferenceSweep, MatchesNaiveOracle) {
+  const auto& [hg, d, len, causal] = GetParam();
+  const AttentionShape shape = make_shape(1, len, len, hg.heads, hg.kv_groups, d, d);
+  SCOPED_TRACE(describe(shape));
+  KernelOptions options;
+  options.causal = causal;
+  check(make_inputs(shape, static_cast<std::uint64_t>(hg.heads * 1000 + d * 10 + len)), options);
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadsDimsLengths, ReferenceSweep, ::testing::ValuesIn(sweep_params()),
+                         sweep_name);
+
+TEST(ReferenceSweepCoverage, SweepCoversEveryValue) {
+  const std::vector<SweepParam> params = sweep_params();
+  for (const HeadsGroups& hg : kHeadsGroups) {
+    bool found = false;
+    for (const auto& p : params)
+      found |= std::get<0>(p).heads == hg.heads && std::get<0>(p).kv_groups == hg.kv_groups;
+    EXPECT_TRUE(found) << "heads " << hg.heads << ", kv_groups " << hg.kv_groups;
+  }
+  for (std::int64_t d : kHeadDims) {
+    bool found = false;
+    for (const auto& p : params) found |= std::get<1>(p) == d;
+    EXPECT_TRUE(found) << "head_dim " << d;
+  }
+  for (std::int64_t len : kLengths) {
+    bool found = false;
+    for (const auto& p : params) found |= std::get<2>(p) == len;
+    EXPECT_TRUE(found) << "length " << len;
+  }
+  // Every (heads/groups, head_dim) pair runs at the longest length with both maskings, or at
+  // least at length 64.
+  for (const HeadsGroups& hg : kHeadsGroups)
+    for (std::int64_t d : kHeadDims) {
+      int count = 0;
+      for (const auto& p : params)
+        count += std::get<0>(p).heads == hg.heads && std::get<0>(p).kv_groups == hg.kv_groups &&
+                 std::get<1>(p) == d && std::get<2>(p) >= 64;
+      EXPECT_GE(count, 2) << "heads " << hg.heads << ", head_dim " << d;
+    }
+}
+
+// ---- q_len != kv_len ---------------------------------------------------------------------------
+
+using LengthsParam = std::tuple<std::int64_t, std::int64_t, bool>;  // q_len, kv_len, causal
+
+class ReferenceLengths : public ::testing::TestWithParam<LengthsParam> {};
+
+TEST_P(ReferenceLengths, MatchesNaiveOracle) {
+  const auto& [q_len, kv_len, causal] = GetParam();
+  const AttentionShape shape = make_shape(2, q_len, kv_len, 4, 2, 16, 16);
+  SCOPED_TRACE(describe(shape));
+  KernelOptions options;
+  options.causal = causal;
+  const LibResult lib = check(make_inputs(shape, static_cast<std::uint64_t>(q_len * 131 + kv_len)), options);
+
+  // Rows that see no key (causal with q_len > kv_len: the first q_len - kv_len queries) are
+  // exactly zero with a log-sum-exp of -inf; every other row is finite.
+  for (std::int64_t b = 0; b < shape.batch; ++b)
+    for (std::int64_t h = 0; h < shape.heads; ++h)
+      for (std::int64_t i = 0; i < q_len; ++i) {
+        const bool masked = causal && i < q_len - kv_len;
+        const float lse = lib.lse[static_cast<std::size_t>((b * shape.heads + h) * q_len + i)];
+        if (masked) {
+          EXPECT_EQ(lse, -std::numeric_limits<float>::infinity()) << "b " << b << " h " << h << " i " << i;
+        } else {
+          EXPECT_TRUE(std::isfinite(lse)) << "b " << b << " h " << h << " i " << i;
+        }
+        for (std::int64_t d = 0; d < shape.value_dim; ++d) {
+          const float o = lib.o[static_cast<std::size_t>(((b * q_len + i) * shape.heads + h) *
+                                                         shape.value_dim + d)];
+          if (masked) {
+            EXPECT_EQ(o, 0.0f) << "b " << b << " h " << h << " i " << i << " d " << d;
+          } else {
+            EXPECT_TRUE(std::isfinite(o));
+          }
+        }
+      }
+}
+
+std::string lengths_name(const ::testing::TestParamInfo<LengthsParam>& info) {
+  const auto& [q_len, kv_len, causal] = info.param;
+  return "q" + std::to_string(q_len) + "_kv" + std::to_string(kv_len) +
+         (causal ? "_causal" : "_full");
+}
+
+std::vector<LengthsParam> lengths_params() {
+  const std::int64_t pairs[][2] = {{1, 64}, {7, 129}, {5, 1}, {64, 7}, {129, 64}, {1, 1}};
+  std::vector<LengthsParam> params;
+  for (const auto& pair : pairs)
+    for (bool causal : {false, true}) params.emplace_back(pair[0], pair[1], causal);
+  return params;
+}
+
+INSTANTIATE_TEST_SUITE_P(QueryShorterAndLonger, ReferenceLengths,
+                         ::testing::ValuesIn(lengths_params()), lengths_name);
+
+// ---- Batch, value_dim, scale -------------------------------------------------------------------
+
+TEST(Reference, BatchGreaterThanOne) {
+  for (bool causal : {false, true}) {
+    const AttentionShape shape = make_shape(3, 17, 17, 8, 2, 32, 32);
+    SCOPED_TRACE(describe(shape) + (causal ? ", causal" : ""));
+    KernelOptions options;
+    options.causal = causal;
+    const Inputs in = make_inputs(shape, 11);
+    check(in, options);
+    // Each sequence of the batch is independent: batch b equals a batch-1 run on its slice.
+    const LibResult whole = run_library(in, options);
+    for (std::int64_t b = 0; b < shape.batch; ++b) {
+      AttentionShape one = shape;
+      one.batch = 1;
+      Inputs slice;
+      slice.shape = one;
+      slice.q.assign(in.q.begin() + b * one.q_size(), in.q.begin() + (b + 1) * one.q_size());
+      slice.k.assign(in.k.begin() + b * one.k_size(), in.k.begin() + (b + 1) * one.k_size());
+      slice.v.assign(in.v.begin() + b * one.v_size(), in.v.begin() + (b + 1) * one.v_size());
+      const Oracle oracle = run_oracle(slice, options);
+      const std::vector<float> o(whole.o.begin() + b * one.o_size(),
+                                 whole.o.begin() + (b + 1) * one.o_size());
+      const std::vector<float> lse(whole.lse.begin() + b * one.lse_size(),
+                                   whole.lse.begin() + (b + 1) * one.lse_size());
+      expect_meets_standard(LibResult{o, lse}, oracle);
+    }
+  }
+}
+
+TEST(Reference, ValueDimDiffersFromHeadDim) {
+  const std::int64_t dims[][2] = {{64, 32}, {16, 80}, {3, 1}, {1, 7}, {128, 64}};
+  for (const auto& dim : dims)
+    for (bool causal : {false, true}) {
+      const AttentionShape shape = make_shape(2, 9, 23, 6, 3, dim[0], dim[1]);
+      SCOPED_TRACE(describe(shape) + (causal ? ", causal" : ""));
+      KernelOptions options;
+      options.causal = causal;
+      check(make_inputs(shape, static_cast<std::uint64_t>(dim[0] * 7 + dim[1])), options);
+    }
+}
+
+TEST(Reference, ExplicitScale) {
+  const AttentionShape shape = make_shape(1, 20, 33, 4, 1, 24, 24);
+  const Inputs in = make_inputs(shape, 5);
+  std::vector<float> previous;
+  for (float scale : {0.05f, 0.37f, 1.0f, 2.5f}) {
+    SCOPED_TRACE("scale " + std::to_string(scale));
+    KernelOptions options;
+    options.scale = scale;
+    const LibResult lib = check(in, options);
+    EXPECT_NE(lib.o, previous) << "the scale had no effect";
+    previous = lib.o;
+  }
+  // The default is 1/sqrt(head_dim): equal to passing it explicitly, and different from 1.
+  KernelOptions explicit_default;
+  explicit_default.scale = 1.0f / std::sqrt(24.0f);
+  const LibResult a = run_library(in, explicit_default);
+  const LibResult b = run_library(in, KernelOptions{});
+  EXPECT_EQ(a.o, b.o);
+  EXPECT_EQ(a.lse, b.lse);
+}
+
+TEST(Reference, LseIsOptional) {
+  const AttentionShape shape = make_shape(2, 13, 13, 4, 2, 8, 8);
+  const Inputs in = make_inputs(shape, 21);
+  KernelOptions options;
+  options.causal = true;
+  const LibResult with = check(in, options);
+  std::vector<float> o(static_cast<std::size_t>(shape.o_size()), -1.0f);
+  multihead::reference_attention(
+      TensorView<const float>(in.q.data(), shape.q_size(), 2, 13, 4, 8),
+      TensorView<const float>(in.k.data(), shape.k_size(), 2, 13, 2, 8),
+      TensorView<const float>(in.v.data(), shape.v_size(), 2, 13, 2, 8),
+      TensorView<float>(o.data(), shape.o_size(), 2, 13, 4, 8), options);
+  EXPECT_EQ(o, with.o);
+}
+
+// ---- Strided views -----------------------------------------------------------------------------
+
+// A buffer holding one tensor at an arbitrary layout: element (b, t, h, x) lives at
+// offset + b·bs + t·ts + h·hs + x. Everything else holds `fill`.
+struct Strided {
+  std::vector<float> buffer;
+  std::int64_t offset = 0, batch = 0, tokens = 0, heads = 0, dim = 0, bs = 0, ts = 0, hs = 0;
+
+  std::int64_t at(std::int64_t b, std::int64_t t, std::int64_t h, std::int64_t x) const {
+    return offset + b * bs + t * ts + h * hs + x;
+  }
+  template <class T>
+  TensorView<T> view() {
+    return TensorView<T>::strided(buffer.data() + offset,
+                                  static_cast<std::int64_t>(buffer.size()) - offset, batch,
+                                  tokens, heads, dim, bs, ts, hs);
+  }
+  // Copies the contiguous [batch, tokens, heads, dim] `values` in.
+  void scatter(const std::vector<float>& values) {
+    for (std::int64_t b = 0; b < batch; ++b)
+      for (std::int64_t t = 0; t < tokens; ++t)
+        for (std::int64_t h = 0; h < heads; ++h)
+          for (std::int64_t x = 0; x < dim; ++x)
+            buffer[static_cast<std::size_t>(at(b, t, h, x))] =
+                values[static_cast<std::size_t>(((b * tokens + t) * heads + h) * dim + x)];
+  }
+  std::vector<float> gather() const {
+    std::vector<float> values(static_cast<std::size_t>(batch * tokens * heads * dim));
+    for (std::int64_t b = 0; b < batch; ++b)
+      for (std::int64_t t = 0; t < tokens; ++t)
+        for (std::int64_t h = 0; h < heads; ++h)
+          for (std::int64_t x = 0; x < dim; ++x)
+            values[static_cast<std::size_t>(((b * tokens + t) * heads + h) * dim + x)] =
+                buffer[static_cast<std::size_t>(at(b, t, h, x))];
+    return values;
+  }
+};
+
+constexpr float kSentinel = 12345.0f;
+
+// Head-major [batch, heads, tokens, dim], contiguous otherwise.
+Strided head_major(std::int64_t batch, std::int64_t tokens, std::int64_t heads, std::int64_t dim) {
+  Strided s;
+  s.batch = batch, s.tokens = tokens, s.heads = heads, s.dim = dim;
+  s.hs = tokens * dim;
+  s.ts = dim;
+  s.bs = heads * tokens * dim;
+  s.buffer.assign(static_cast<std::size_t>(batch * tokens * heads * dim), kSentinel);
+  return s;
+}
+
+// Token-major with padding after every head row, every token and every batch, at an offset
+// into a larger buffer that also has a tail.
+Strided padded(std::int64_t batch, std::int64_t tokens, std::int64_t heads, std::int64_t dim) {
+  Strided s;
+  s.batch = batch, s.tokens = tokens, s.heads = heads, s.dim = dim;
+  s.offset = 5;
+  s.hs = dim + 3;
+  s.ts = heads * s.hs + 2;
+  s.bs = tokens * s.ts + 7;
+  s.buffer.assign(static_cast<std::size_t>(s.offset + batch * s.bs + 11), kSentinel);
+  return s;
+}
+
+// Counts elements of the buffer outside the tensor that no longer hold the sentinel.
+std::int64_t touched_padding(const Strided& s) {
+  std::vector<char> inside(s.buffer.size(), 0);
+  for (std::int64_t b = 0; b < s.batch; ++b)
+    for (std::int64_t t = 0; t < s.tokens; ++t)
+      for (std::int64_t h = 0; h < s.heads; ++h)
+        for (std::int64_t x = 0; x < s.dim; ++x) inside[static_cast<std::size_t>(s.at(b, t, h, x))] = 1;
+  std::int64_t touched = 0;
+  for (std::size_t i = 0; i < s.buffer.size(); ++i)
+    touched += !inside[i] && s.buffer[i] != kSentinel;
+  return touched;
+}
+
+using Layout = Strided (*)(std::int64_t, std::int64_t, std::int64_t, std::int64_t);
+
+void check_strided(Layout layout, const AttentionShape& shape, bool causal) {
+  SCOPED_TRACE(describe(shape) + (causal ? ", causal" : ""));
+  const Inputs in = make_inputs(shape, static_cast<std::uint64_t>(shape.q_len * 7 + shape.kv_len));
+  KernelOptions options;
+  options.causal = causal;
+  const Oracle oracle = run_oracle(in, options);
+  const LibResult contiguous = run_library(in, options);
+
+  Strided q = layout(shape.batch, shape.q_len, shape.heads, shape.head_dim);
+  Strided k = layout(shape.batch, shape.kv_len, shape.kv_groups, shape.head_dim);
+  Strided v = layout(shape.batch, shape.kv_len, shape.kv_groups, shape.value_dim);
+  Strided o = layout(shape.batch, shape.q_len, shape.heads, shape.value_dim);
+  q.scatter(in.q);
+  k.scatter(in.k);
+  v.scatter(in.v);
+  std::vector<float> lse(static_cast<std::size_t>(shape.lse_size()), kSentinel);
+  multihead::reference_attention(q.view<const float>(), k.view<const float>(),
+                                 v.view<const float>(), o.view<float>(), options,
+                                 LseOutput{lse.data(), shape.lse_size()});
+  const LibResult strided{o.gather(), lse};
+  expect_meets_standard(strided, oracle);
+  // The same result as the contiguous call, within the same standard.
+  EXPECT_LE(naive::max_abs_error(strided.o, contiguous.o),
+            2.0 * naive::max_abs_error(oracle.fp32.o, oracle.exact.o) + 1e-6);
+  EXPECT_LE(naive::max_abs_error(strided.lse, contiguous.lse),
+            2.0 * naive::max_abs_error(oracle.fp32.lse, oracle.exact.lse) + 1e-6);
+  EXPECT_EQ(touched_padding(o), 0) << "the kernel wrote outside the output view";
+}
+
+TEST(ReferenceStrided, HeadMajorMatchesContiguous) {
+  for (bool causal : {false, true}) {
+    check_strided(head_major, make_shape(2, 19, 19, 4, 2, 16, 16), causal);
+    check_strided(head_major, make_shape(1, 5, 40, 8, 1, 64, 32), causal);
+    check_strided(head_major, make_shape(2, 1, 33, 6, 3, 8, 8), causal);  // one query token
+  }
+}
+
+TEST(ReferenceStrided, PaddedViewsIntoLargerBuffersMatchContiguous) {
+  for (bool causal : {false, true}) {
+    check_strided(padded, make_shape(2, 19, 19, 4, 2, 16, 16), causal);
+    check_strided(padded, make_shape(3, 24, 11, 4, 4, 5, 9), causal);
+    check_strided(padded, make_shape(1, 1, 17, 8, 2, 32, 32), causal);  // one query token
+    check_strided(padded, make_shape(2, 7, 1, 2, 1, 3, 3), causal);     // one key token
+  }
+}
+
+// A single token may carry any token stride (here 0 and a huge one): there is no second row.
+TEST(ReferenceStrided, SingleTokenViewsIgnoreTheirTokenStride) {
+  const AttentionShape shape = make_shape(2, 1, 9, 4, 2, 8, 8);
+  const Inputs in = make_inputs(shape, 77);
+  const Oracle oracle = run_oracle(in, KernelOptions{});
+  for (std::int64_t token_stride : {std::int64_t{0}, std::int64_t{1} << 40}) {
+    SCOPED_TRACE("token stride " + std::to_string(token_stride));
+    std::vector<float> o(static_cast<std::size_t>(shape.o_size()), kSentinel);
+    std::vector<float> lse(static_cast<std::size_t>(shape.lse_size()), kSentinel);
+    const auto q = TensorView<const float>::strided(in.q.data(), shape.q_size(), 2, 1, 4, 8,
+                                                    32, token_stride, 8);
+    const auto out = TensorView<float>::strided(o.data(), shape.o_size(), 2, 1, 4, 8, 32,
+                                                token_stride, 8);
+    multihead::reference_attention(
+        q, TensorView<const float>(in.k.data(), shape.k_size(), 2, 9, 2, 8),
+        TensorView<const float>(in.v.data(), shape.v_size(), 2, 9, 2, 8), out, KernelOptions{},
+        LseOutput{lse.data(), shape.lse_size()});
+    expect_meets_standard(LibResult{o, lse}, oracle);
+  }
+}
+
+// Inputs may alias: K and V broadcast one row to every token with a token stride of 0, and the
+// result equals attention over the materialised copies.
+TEST(ReferenceStrided, BroadcastInputsWithZeroStride) {
+  AttentionShape shape = make_shape(2, 6, 10, 4, 2, 8, 8);
+  Inputs in = make_inputs(shape, 99);
+  const std::vector<float> k_row = naive::random_vector(2 * 2 * 8, 100);  // [batch, groups, dim]
+  const std::vector<float> v_row = naive::random_vector(2 * 2 * 8, 101);
+  for (std::int64_t b = 0; b < 2; ++b)
+    for (std::int64_t t = 0; t < 10; ++t)
+      for (std::int64_t x = 0; x < 16; ++x) {
+        in.k[static_cast<std::size_t>((b * 10 + t) * 16 + x)] = k_row[static_cast<std::size_t>(b * 16 + x)];
+        in.v[static_cast<std::size_t>((b * 10 + t) * 16 + x)] = v_row[static_cast<std::size_t>(b * 16 + x)];
+      }
+  KernelOptions options;
+  options.causal = true;
+  const Oracle oracle = run_oracle(in, options);
+  std::vector<float> o(static_cast<std::size_t>(shape.o_size()), kSentinel);
+  std::vector<float> lse(static_cast<std::size_t>(shape.lse_size()), kSentinel);
+  multihead::reference_attention(
+      TensorView<const float>(in.q.data(), shape.q_size(), 2, 6, 4, 8),
+      TensorView<const float>::strided(k_row.data(), 32, 2, 10, 2, 8, 16, 0, 8),
+      TensorView<const float>::strided(v_row.data(), 32, 2, 10, 2, 8, 16, 0, 8),
+      TensorView<float>(o.data(), shape.o_size(), 2, 6, 4, 8), options,
+      LseOutput{lse.data(), shape.lse_size()});
+  expect_meets_standard(LibResult{o, lse}, oracle);
+}
+
+// ---- Threads -----------------------------------------------------------------------------------
+
+TEST(ReferenceThreads, OneAndTwoThreadsMeetTheStandardAndRepeatBitwise) {
+  const AttentionShape shape = make_shape(3, 37, 45, 8, 2, 32, 24);
+  const Inputs in = make_inputs(shape, 4242);
+  for (bool causal : {false, true}) {
+    KernelOptions options;
+    options.causal = causal;
+    const Oracle oracle = run_oracle(in, options);
+    for (int threads : {1, 2}) {
+      SCOPED_TRACE(std::string("threads ") + std::to_string(threads) +
+                   (causal ? ", causal" : ""));
+      options.threads = threads;
+      const LibResult first = run_library(in, options);
+      const LibResult second = run_library(in, options);
+      expect_meets_standard(first, oracle);
+      ASSERT_EQ(first.o.size(), second.o.size());
+      EXPECT_EQ(0, std::memcmp(first.o.data(), second.o.data(), first.o.size() * sizeof(float)))
+          << "two runs with the same thread count differ";
+      EXPECT_EQ(0, std::memcmp(first.lse.data(), second.lse.data(),
+                               first.lse.size() * sizeof(float)));
+    }
+  }
+}
+
+// ---- Numerically hard inputs -------------------------------------------------------------------
+
+TEST(ReferenceNumerics, LargeLogitsDoNotOverflow) {
+  for (bool causal : {false, true}) {
+    const AttentionShape shape = make_shape(1, 33, 33, 4, 2, 64, 64);
+    SCOPED_TRACE(describe(shape) + (causal ? ", causal" : ""));
+    // Entries of ±300 give scores of order 1e4 at the default scale 1/8: exp of them would
+    // overflow a float many times over without the max subtraction.
+    const Inputs in = make_inputs(shape, 31337, 300.0f);
+    const double largest = naive::max_abs_score(shape, in.q.data(), in.k.data(), 1.0 / 8.0);
+    ASSERT_GE(largest, 1e4) << "the input does not reach the logits the test is about";
+    KernelOptions options;
+    options.causal = causal;
+    const LibResult lib = check(in, options);
+    for (float x : lib.o) ASSERT_TRUE(std::isfinite(x));
+    for (float x : lib.lse) ASSERT_TRUE(std::isfinite(x));
+    EXPECT_GE(naive::max_abs(lib.lse), 1e3);
+  }
+  // The same through an explicit scale: unit inputs, scores of ±1e4 and beyond.
+  const AttentionShape shape = make_shape(2, 17, 29, 2, 1, 16, 16);
+  const Inputs in = make_inputs(shape, 8);
+  KernelOptions options;
+  options.scale = 2e4f;
+  ASSERT_GE(naive::max_abs_score(shape, in.q.data(), in.k.data(), 2e4), 1e4);
+  const LibResult lib = check(in, options);
+  for (float x : lib.o) ASSERT_TRUE(std::isfinite(x));
+}
+
+TEST(ReferenceNumerics, EqualScoresAverageTheVisibleValues) {
+  // Q = 0 makes every score 0: each row's output is the mean of the V rows it sees and its
+  // log-sum-exp is log(visible).
+  for (bool causal : {false, true}) {
+    const AttentionShape shape = make_shape(2, 9, 14, 4, 2, 8, 12);
+    SCOPED_TRACE(describe(shape) + (causal ? ", causal" : ""));
+    Inputs in = make_inputs(shape, 64);
+    std::fill(in.q.begin(), in.q.end(), 0.0f);
+    KernelOptions options;
+    options.causal = causal;
+    const LibResult lib = check(in, options);
+
+    std::vector<double> mean(static_cast<std::size_t>(shape.o_size()), 0.0);
+    std::vector<double> log_count(static_cast<std::size_t>(shape.lse_size()), 0.0);
+    const naive::AttentionResult<float> fp32 =
+        naive::attention<float>(shape, in.q.data(), in.k.data(), in.v.data(), causal);
+    for (std::int64_t b = 0; b < shape.batch; ++b)
+      for (std::int64_t h = 0; h < shape.heads; ++h)
+        for (std::int64_t i = 0; i < shape.q_len; ++i) {
+          const std::int64_t g = h / (shape.heads / shape.kv_groups);
+          const std::int64_t seen = causal ? i + shape.kv_len - shape.q_len + 1 : shape.kv_len;
+          log_count[static_cast<std::size_t>((b * shape.heads + h) * shape.q_len + i)] =
+              std::log(static_cast<double>(seen));
+          for (std::int64_t x = 0; x < shape.value_dim; ++x) {
+            double sum = 0;
+            for (std::int64_t j = 0; j < seen; ++j)
+              sum += in.v[static_cast<std::size_t>(((b * shape.kv_len + j) * shape.kv_groups + g) *
+                                                   shape.value_dim + x)];
+            mean[static_cast<std::size_t>(((b * shape.q_len + i) * shape.heads + h) *
+                                          shape.value_dim + x)] = sum / static_cast<double>(seen);
+          }
+        }
+    EXPECT_TRUE(naive::within_standard("o", lib.o, mean, fp32.o));
+    EXPECT_TRUE(naive::within_standard("lse", lib.lse, log_count, fp32.lse));
+  }
+  // Equal keys (rather than zero queries) give equal scores too.
+  const AttentionShape shape = make_shape(1, 6, 6, 2, 1, 4, 4);
+  Inputs in = make_inputs(shape, 65);
+  for (std::int64_t t = 1; t < 6; ++t)
+    std::copy(in.k.begin(), in.k.begin() + 4, in.k.begin() + t * 4);
+  KernelOptions options;
+  options.causal = true;
+  const LibResult lib = check(in, options);
+  for (std::int64_t x = 0; x < 4; ++x) {  // last query of head 0 sees all six value rows
+    double sum = 0;
+    for (std::int64_t j = 0; j < 6; ++j) sum += in.v[static_cast<std::size_t>(j * 4 + x)];
+    EXPECT_NEAR(lib.o[static_cast<std::size_t>((5 * 2 + 0) * 4 + x)], sum / 6.0, 1e-6);
+  }
+}
+
+}  // namespace
