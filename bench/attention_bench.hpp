@@ -1,0 +1,35 @@
+// Benchmarks of attention kernels on the shape table, each read against the machine's peaks.
+//
+// Adding a kernel is one call in main.cpp:
+//   register_attention("fused", [](const AttentionViews& a, const multihead::KernelOptions& o) {
+//     multihead::fused_attention(a.q, a.k, a.v, a.o, o);
+//   });
+#pragma once
+
+#include <multihead/multihead.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "attention_buffers.hpp"
+#include "shapes.hpp"
+
+namespace bench {
+
+// A kernel under test: runs attention over `views` with `options` (causal from the shape,
+// threads from the benchmark name).
+using AttentionKernel =
+    std::function<void(const AttentionViews& views, const multihead::KernelOptions& options)>;
+
+// Registers <path>/<shape>/threads:<n> for every shape of `shapes` and every n of
+// thread_counts(), in that order. Each reports the counters
+//   flops     the useful work per second (Shape::flops)
+//   bytes     the compulsory traffic per second (Shape::bytes)
+//   roofline  max(flops / peak flops, bytes / peak bandwidth) / time: the fraction of what the
+//             machine could do on that many threads, from peaks measured in the same process
+// and a label naming the roof that binds (fma or read) and its value.
+void register_attention(const std::string& path, AttentionKernel kernel,
+                        const std::vector<Shape>& shapes = prefill_shapes());
+
+}  // namespace bench

@@ -1,0 +1,253 @@
+// Peak FMA throughput and read bandwidth: the kernels, their run-time dispatch and the cache.
+#include "peak.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <new>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define BENCH_X86 1
+#endif
+
+namespace bench {
+namespace {
+
+// Independent accumulators per thread. A core keeps latency × pipes FMAs in flight: 4 cycles ×
+// 2 pipes = 8 on Zen 4/5 and recent Intel cores; 12 leaves a margin and still fits, with the
+// two constants, in the 16 registers of AVX2.
+constexpr int kFmaChains = 12;
+// Rounds of kFmaChains FMAs per burst: about 3.6 ms at 3.5 GHz. Far above the cost of starting
+// an OpenMP region, and long enough that a thread preempted by another process delays the
+// burst's closing barrier by a fraction of it, not many times over (bursts of 0.45 ms ran
+// several times slower than these at 2 threads on a shared machine).
+constexpr std::int64_t kFmaRounds = std::int64_t{1} << 21;
+// acc = acc·a + b converges to b / (1 - a) = 1, so the values stay normal however long it runs.
+constexpr float kFmaA = 0.999f;
+constexpr float kFmaB = 0.001f;
+
+// The read kernels sum blocks of this many floats (512 bytes, 8 cache lines) per step.
+constexpr std::int64_t kReadBlock = 128;
+constexpr std::int64_t kReadFloats = kReadBufferBytes / static_cast<std::int64_t>(sizeof(float));
+static_assert(kReadFloats % kReadBlock == 0, "the read buffer must be whole blocks");
+
+// Where results go so that the compiler cannot drop the work that produced them.
+volatile float g_sink = 0.0f;
+
+#ifdef BENCH_X86
+__attribute__((target("avx512f,fma"))) float fma_avx512(std::int64_t rounds) {
+  static_assert(kFmaChains == 12, "update the unroll pragma");
+  const __m512 a = _mm512_set1_ps(kFmaA), b = _mm512_set1_ps(kFmaB);
+  __m512 acc[kFmaChains];
+  for (int i = 0; i < kFmaChains; ++i) acc[i] = _mm512_set1_ps(static_cast<float>(i));
+  for (std::int64_t r = 0; r < rounds; ++r) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kFmaChains; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+  }
+  for (int i = 1; i < kFmaChains; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
+  return _mm512_reduce_add_ps(acc[0]);
+}
+
+__attribute__((target("avx2,fma"))) float fma_avx2(std::int64_t rounds) {
+  const __m256 a = _mm256_set1_ps(kFmaA), b = _mm256_set1_ps(kFmaB);
+  __m256 acc[kFmaChains];
+  for (int i = 0; i < kFmaChains; ++i) acc[i] = _mm256_set1_ps(static_cast<float>(i));
+  for (std::int64_t r = 0; r < rounds; ++r) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kFmaChains; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+  }
+  for (int i = 1; i < kFmaChains; ++i) acc[0] = _mm256_add_ps(acc[0], acc[i]);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc[0]);
+  float sum = 0.0f;
+  for (float lane : lanes) sum += lane;
+  return sum;
+}
+
+// Eight accumulators, one per cache line of a block: memory, not the adds, sets the pace.
+__attribute__((target("avx512f"))) float sum_avx512(const float* data, std::int64_t blocks) {
+  __m512 acc[8];
+  for (__m512& a : acc) a = _mm512_setzero_ps();
+  for (std::int64_t block = 0; block < blocks; ++block) {
+    const float* p = data + block * kReadBlock;
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; ++i) acc[i] = _mm512_add_ps(acc[i], _mm512_load_ps(p + 16 * i));
+  }
+  for (int i = 1; i < 8; ++i) acc[0] = _mm512_add_ps(acc[0], acc[i]);
+  return _mm512_reduce_add_ps(acc[0]);
+}
+
+__attribute__((target("avx2"))) float sum_avx2(const float* data, std::int64_t blocks) {
+  __m256 acc[8];
+  for (__m256& a : acc) a = _mm256_setzero_ps();
+  for (std::int64_t block = 0; block < blocks; ++block) {
+    const float* p = data + block * kReadBlock;
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i)
+      acc[i % 8] = _mm256_add_ps(acc[i % 8], _mm256_load_ps(p + 8 * i));
+  }
+  for (int i = 1; i < 8; ++i) acc[0] = _mm256_add_ps(acc[0], acc[i]);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc[0]);
+  float sum = 0.0f;
+  for (float lane : lanes) sum += lane;
+  return sum;
+}
+#endif  // BENCH_X86
+
+// Fallbacks for CPUs without AVX2 and FMA (and non-x86 machines): what the compiler makes of
+// plain loops with the same independent chains.
+float fma_scalar(std::int64_t rounds) {
+  float acc[kFmaChains];
+  for (int i = 0; i < kFmaChains; ++i) acc[i] = static_cast<float>(i);
+  for (std::int64_t r = 0; r < rounds; ++r)
+    for (float& a : acc) a = a * kFmaA + kFmaB;
+  float sum = 0.0f;
+  for (float a : acc) sum += a;
+  return sum;
+}
+
+float sum_scalar(const float* data, std::int64_t blocks) {
+  float acc[8] = {};
+  for (std::int64_t i = 0; i < blocks * kReadBlock; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += data[i + j];
+  float sum = 0.0f;
+  for (float a : acc) sum += a;
+  return sum;
+}
+
+struct PeakIsa {
+  const char* name;
+  int lanes;                                 // fp32 lanes of one FMA
+  float (*fma)(std::int64_t rounds);         // kFmaChains chains of `rounds` FMAs
+  float (*sum)(const float*, std::int64_t);  // sum of `blocks` 64-byte-aligned blocks
+};
+
+// The widest path this CPU runs, asked of the CPU (and OS) once.
+const PeakIsa& peak_path() {
+  static const PeakIsa path = [] {
+#ifdef BENCH_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma"))
+      return PeakIsa{"avx512", 16, fma_avx512, sum_avx512};
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      return PeakIsa{"avx2", 8, fma_avx2, sum_avx2};
+#endif
+    return PeakIsa{"scalar", 1, fma_scalar, sum_scalar};
+  }();
+  return path;
+}
+
+struct FreeDeleter {
+  void operator()(float* p) const noexcept { std::free(p); }
+};
+
+// Allocated and written (first touched) once per process, by all OpenMP threads. On Linux the
+// buffer asks for transparent huge pages: with 4 KiB pages, TLB misses cost about a tenth of
+// the bandwidth (38 instead of 42 GB/s on the Zen 5 this was written on), and the peak should
+// be the best the machine does.
+const float* read_buffer() {
+  static const std::unique_ptr<float, FreeDeleter> buffer = [] {
+    constexpr std::size_t kHugePage = std::size_t{2} << 20;
+    static_assert(kReadBufferBytes % kHugePage == 0, "whole huge pages");
+    void* memory = std::aligned_alloc(kHugePage, static_cast<std::size_t>(kReadBufferBytes));
+    if (memory == nullptr) throw std::bad_alloc();
+#ifdef __linux__
+    madvise(memory, static_cast<std::size_t>(kReadBufferBytes), MADV_HUGEPAGE);  // a hint only
+#endif
+    float* data = static_cast<float*>(memory);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+    for (std::int64_t i = 0; i < kReadFloats; ++i) data[i] = 1.0f;
+    return std::unique_ptr<float, FreeDeleter>(data);
+  }();
+  return buffer.get();
+}
+
+// The best rate of `samples` measurements of `calls` calls of run(), which returns its work.
+template <class Run>
+double best_rate(int samples, int calls, Run run) {
+  double best = 0.0;
+  for (int s = 0; s < samples; ++s) {
+    double work = 0.0;
+    const auto start = std::chrono::steady_clock::now();
+    for (int c = 0; c < calls; ++c) work += run();
+    const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+    best = std::max(best, work / elapsed.count());
+  }
+  return best;
+}
+
+MachinePeak measure_peak(int threads) {
+  // Warm-up: starts the OpenMP threads, lets the clocks ramp up, touches the read buffer.
+  run_fma(threads);
+  run_read(threads);
+  MachinePeak peak{};
+  peak.flops_per_second = best_rate(5, 3, [threads] { return run_fma(threads); });  // 5 × ~11 ms
+  peak.bytes_per_second = best_rate(5, 1, [threads] { return run_read(threads); });  // 5 passes
+  return peak;
+}
+
+}  // namespace
+
+const char* peak_isa() { return peak_path().name; }
+
+double run_fma(int threads) {
+  const PeakIsa& path = peak_path();
+  float checksum = 0.0f;
+  int team = 1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) reduction(+ : checksum)
+  {
+#pragma omp single nowait
+    team = omp_get_num_threads();
+    checksum += path.fma(kFmaRounds);
+  }
+#else
+  (void)threads;
+  checksum = path.fma(kFmaRounds);
+#endif
+  g_sink = checksum;
+  return 2.0 * path.lanes * kFmaChains * static_cast<double>(kFmaRounds) * team;
+}
+
+double run_read(int threads) {
+  const PeakIsa& path = peak_path();
+  const float* data = read_buffer();
+  constexpr std::int64_t blocks = kReadFloats / kReadBlock;
+  float checksum = 0.0f;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) reduction(+ : checksum)
+  {
+    const std::int64_t team = omp_get_num_threads(), thread = omp_get_thread_num();
+    const std::int64_t begin = blocks * thread / team, end = blocks * (thread + 1) / team;
+    checksum += path.sum(data + begin * kReadBlock, end - begin);
+  }
+#else
+  (void)threads;
+  checksum = path.sum(data, blocks);
+#endif
+  g_sink = checksum;
+  return static_cast<double>(kReadBufferBytes);
+}
+
+const MachinePeak& machine_peak(int threads) {
+  static std::map<int, MachinePeak> cache;  // benchmarks run one at a time on the main thread
+  auto found = cache.find(threads);
+  if (found == cache.end()) found = cache.emplace(threads, measure_peak(threads)).first;
+  return found->second;
+}
+
+}  // namespace bench

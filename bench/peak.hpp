@@ -1,0 +1,38 @@
+// The machine's own peaks, measured in the benchmark binary: fp32 FMA throughput and memory read
+// bandwidth, on a given number of OpenMP threads.
+//
+// Both use the widest vector instructions the CPU runs, chosen at run time, whatever ISA the
+// binary was compiled for: the peak is the machine's, so a generic build of a kernel shows how
+// far it is from what the hardware could do.
+#pragma once
+
+#include <cstdint>
+
+namespace bench {
+
+// The instruction set the peak kernels run with: "avx512", "avx2" or "scalar".
+const char* peak_isa();
+
+// One burst of independent FMA chains on each of `threads` OpenMP threads (about 4 ms);
+// returns the floating-point operations done, 2 per FMA lane.
+double run_fma(int threads);
+
+// The read buffer: far larger than any L3 cache, so every pass streams from memory.
+constexpr std::int64_t kReadBufferBytes = std::int64_t{512} << 20;
+
+// One pass of `threads` OpenMP threads summing the read buffer; returns the bytes read. The
+// buffer is allocated and first touched on the first call only: a first touch costs far more
+// than a read, and would swamp the bandwidth if it were paid per pass.
+double run_read(int threads);
+
+struct MachinePeak {
+  double flops_per_second;
+  double bytes_per_second;
+};
+
+// The peaks at `threads` threads: measured on the first request (best of a few short runs,
+// about 0.15 s at one thread) and cached for the rest of the process, so that every benchmark
+// at that thread count is divided by the same numbers.
+const MachinePeak& machine_peak(int threads);
+
+}  // namespace bench

@@ -1,0 +1,41 @@
+// The peak family: peak/fma/threads:<n> and peak/read/threads:<n>, the roofs every other figure
+// of this binary is read against.
+#include "peak_bench.hpp"
+
+#include <benchmark/benchmark.h>
+
+#include "peak.hpp"
+#include "registration.hpp"
+
+namespace bench {
+namespace {
+
+// fp32 FMA throughput: independent FMA chains on every thread, the widest vectors the CPU has.
+void fma_peak(benchmark::State& state, int threads) {
+  double flops = 0.0;
+  for (auto _ : state) flops += run_fma(threads);
+  state.counters["flops"] = benchmark::Counter(flops, benchmark::Counter::kIsRate);
+  state.SetLabel(peak_isa());
+}
+
+// Memory read bandwidth: one pass over a buffer far larger than the L3 per iteration.
+void read_peak(benchmark::State& state, int threads) {
+  run_read(threads);  // allocates and first touches the buffer on the first call, untimed
+  double bytes = 0.0;
+  for (auto _ : state) bytes += run_read(threads);
+  state.counters["bytes"] = benchmark::Counter(bytes, benchmark::Counter::kIsRate);
+  state.SetLabel(peak_isa());
+}
+
+}  // namespace
+
+void register_peak_benchmarks() {
+  for (int threads : thread_counts())
+    configure(benchmark::RegisterBenchmark(with_threads("peak/fma", threads).c_str(), fma_peak,
+                                           threads));
+  for (int threads : thread_counts())
+    configure(benchmark::RegisterBenchmark(with_threads("peak/read", threads).c_str(),
+                                           read_peak, threads));
+}
+
+}  // namespace bench

@@ -1,0 +1,57 @@
+// The attention shapes the kernels are benchmarked on, and the work each one represents.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace bench {
+
+// One attention call: Q [batch, lq, heads, d], K and V [batch, lkv, groups, d], O like Q.
+struct Shape {
+  const char* name;     // the <shape> part of a benchmark name
+  std::int64_t batch;
+  std::int64_t heads;   // query heads
+  std::int64_t groups;  // K/V heads: heads for MHA, 1 for MQA, in between for GQA
+  std::int64_t d;       // head dim, of keys and values alike
+  std::int64_t lq;      // query tokens
+  std::int64_t lkv;     // key/value tokens
+  bool causal;
+
+  std::int64_t q_elements() const { return batch * lq * heads * d; }  // and O's
+  std::int64_t kv_elements() const { return batch * lkv * groups * d; }  // each of K and V
+
+  // The useful work: Q·Kᵀ and P·V, 2·lq·lkv·d flops each per head, halved when causal (the
+  // masked half of the scores is work a kernel need not do, as FlashAttention's benchmarks
+  // count it; "half" assumes lq == lkv, as in every causal shape so far). The softmax is not
+  // counted: it is O(lq·lkv), not O(lq·lkv·d).
+  double flops() const {
+    const double full = 4.0 * batch * heads * static_cast<double>(lq) * lkv * d;
+    return causal ? full / 2 : full;
+  }
+
+  // The compulsory traffic: Q, K and V read once and O written once, fp32.
+  double bytes() const {
+    return static_cast<double>(sizeof(float)) * (2.0 * q_elements() + 2.0 * kv_elements());
+  }
+};
+
+// Prefill shapes: long query sequences, where attention is bound by the FMA units (about 500
+// flops per byte of compulsory traffic), so `roofline` measures how well a kernel uses them.
+inline const std::vector<Shape>& prefill_shapes() {
+  static const std::vector<Shape> shapes = {
+      // P1, the common case of today's decoder LLMs: a Llama-3-8B / Mistral-7B layer (32 query
+      // heads sharing 8 K/V heads, GQA with groups of 4, d = 128) prefilling a 2048-token
+      // prompt. Causal, so a kernel that skips masked tiles does half the work of one that
+      // does not; shared K/V, so a kernel that stacks a group's heads reads each K/V tile once.
+      // Its 2048 × 2048 score matrix (16 MiB per head) does not fit in cache.
+      {"P1", 1, 32, 8, 128, 2048, 2048, true},
+      // P2, the dense baseline: plain MHA (32 heads, 32 K/V heads, d = 128, as Llama-2-7B) over
+      // 1024 tokens without a mask (an encoder, or bidirectional attention over a prefix).
+      // Every score counts and nothing is shared, so a kernel can only win by doing the
+      // products and the softmax faster, not by skipping or reusing work.
+      {"P2", 1, 32, 32, 128, 1024, 1024, false},
+  };
+  return shapes;
+}
+
+}  // namespace bench
