@@ -45,5 +45,23 @@ void parallel_chunks(std::int64_t units, int threads, Body&& body) {
 #endif
 }
 
+// Runs body(thread, unit) for every unit in [0, units) on `threads` threads, handing units out
+// one at a time as threads become free: for units of uneven cost. Which thread runs a unit
+// varies, so a unit's result must not depend on it. `body` must not throw.
+template <class Body>
+void parallel_dynamic(std::int64_t units, int threads, Body&& body) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+  {
+    const int thread = omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1)
+    for (std::int64_t unit = 0; unit < units; ++unit) body(thread, unit);
+  }
+#else
+  (void)threads;
+  for (std::int64_t unit = 0; unit < units; ++unit) body(0, unit);
+#endif
+}
+
 }  // namespace MULTIHEAD_ISA_NAMESPACE
 }  // namespace multihead

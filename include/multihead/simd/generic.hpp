@@ -1,0 +1,131 @@
+// SIMD primitives, generic version: what every other ISA file specialises.
+//
+// An "Ops" struct gives the fused kernel a vector type V of W floats, the handful of operations
+// it needs (load, fma, max, exp, masking) and the register blocking that suits the ISA's
+// register file:
+//   NV   row vectors per query block (a block is NV·W rows)
+//   MRJ  keys per Q·Kᵀ micro-tile          (MRJ·NV accumulators)
+//   MRC  value columns per P·V micro-tile  (MRC·NV accumulators)
+//   BC   keys per K/V tile
+// The generic version is plain loops over small arrays, which compilers vectorise for the
+// baseline (SSE2 on x86-64); it is correct for every input, and the reference for the others.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+#include "../isa.hpp"
+
+namespace multihead {
+inline namespace MULTIHEAD_ISA_NAMESPACE {
+namespace simd {
+
+// exp(x) for every path: n = round(x·log2 e), r = x − n·ln 2 by a two-constant Cody–Waite
+// reduction (|r| ≤ ln2/2), e^r by a degree-6 polynomial fitted on that interval
+// (|error| < 2e-9), and the result e^r · 2^n.
+// Accuracy: at most 2 ULP from the correctly rounded exp for x in [-87.3, 88.3], the range of
+// normal results (tests/test_simd.cpp sweeps it on every ISA). Below it the result is 0 or
+// subnormal (absolute error < 1.2e-38), and exp(-inf) is exactly 0, which masked scores need;
+// above 88.7 it is +inf. NaN input is not propagated: the kernels never produce one.
+namespace exp_constants {
+constexpr float c1 = 1.0000000377162138f;
+constexpr float c2 = 0.50000000471177577f;
+constexpr float c3 = 0.16666415514653275f;
+constexpr float c4 = 0.041666352896775157f;
+constexpr float c5 = 0.0083751263981533357f;
+constexpr float c6 = 0.0013941108433972675f;
+constexpr float log2e = 1.44269504088896341f;
+constexpr float ln2_hi = 0.693359375f;     // 9 significant bits, so n·ln2_hi is exact
+constexpr float ln2_lo = -2.12194440e-4f;  // ln 2 − ln2_hi
+}  // namespace exp_constants
+
+constexpr float negative_infinity = -std::numeric_limits<float>::infinity();
+
+inline float exp_scalar(float x) {
+  using namespace exp_constants;
+  x = std::min(std::max(x, -88.0f), 88.7f);  // -inf → -88 → n = -127 → exactly 0 below
+  // Round to nearest with the 1.5·2^23 trick: no libm call, no SSE4.1 needed.
+  const float n = (x * log2e + 12582912.0f) - 12582912.0f;
+  float r = x - n * ln2_hi;
+  r = r - n * ln2_lo;
+  float p = c6;
+  p = p * r + c5;
+  p = p * r + c4;
+  p = p * r + c3;
+  p = p * r + c2;
+  p = p * r + c1;
+  p = p * r + 1.0f;
+  // 2^n from its bits: n = -127 gives a zero exponent field, 0.0f; n = 128 gives +inf.
+  const std::int32_t bits = (static_cast<std::int32_t>(n) + 127) << 23;
+  float two_n;
+  std::memcpy(&two_n, &bits, sizeof two_n);
+  return p * two_n;
+}
+
+struct GenericOps {
+  static constexpr const char* name = "generic";
+  // Four lanes, one SSE register on baseline x86-64: the compiler keeps the eight accumulators
+  // in registers and vectorises each lane loop (eight lanes spilled and ran 2× slower).
+  static constexpr int W = 4, NV = 2, MRJ = 4, MRC = 4, BC = 64;
+  struct V {
+    float v[W];
+  };
+
+  static V load(const float* p) {
+    V r;
+    for (int i = 0; i < W; ++i) r.v[i] = p[i];
+    return r;
+  }
+  static void store(float* p, V a) {
+    for (int i = 0; i < W; ++i) p[i] = a.v[i];
+  }
+  static V set1(float x) {
+    V r;
+    for (int i = 0; i < W; ++i) r.v[i] = x;
+    return r;
+  }
+  static V broadcast(const float* p) { return set1(*p); }
+  static V zero() { return set1(0.0f); }
+  static V fma(V a, V b, V c) {
+    for (int i = 0; i < W; ++i) c.v[i] += a.v[i] * b.v[i];
+    return c;
+  }
+  static V mul(V a, V b) {
+    for (int i = 0; i < W; ++i) a.v[i] *= b.v[i];
+    return a;
+  }
+  static V add(V a, V b) {
+    for (int i = 0; i < W; ++i) a.v[i] += b.v[i];
+    return a;
+  }
+  static V sub(V a, V b) {
+    for (int i = 0; i < W; ++i) a.v[i] -= b.v[i];
+    return a;
+  }
+  static V max(V a, V b) {
+    for (int i = 0; i < W; ++i) a.v[i] = a.v[i] < b.v[i] ? b.v[i] : a.v[i];
+    return a;
+  }
+  // key > limit ? -inf : x, lane by lane: the causal mask of one key against each row's limit.
+  static V mask_after(float key, V limit, V x) {
+    for (int i = 0; i < W; ++i)
+      if (key > limit.v[i]) x.v[i] = negative_infinity;
+    return x;
+  }
+  // x == -inf ? 0 : x: a row that has seen no key must not compute -inf − (-inf) = NaN.
+  static V neg_inf_to_zero(V x) {
+    for (int i = 0; i < W; ++i)
+      if (x.v[i] == negative_infinity) x.v[i] = 0.0f;
+    return x;
+  }
+  static V exp(V x) {
+    for (int i = 0; i < W; ++i) x.v[i] = exp_scalar(x.v[i]);
+    return x;
+  }
+};
+
+}  // namespace simd
+}  // namespace MULTIHEAD_ISA_NAMESPACE
+}  // namespace multihead

@@ -1,0 +1,97 @@
+// The online-softmax state: what attention over part of the keys leaves behind, so that parts
+// can be combined later (tiles in the fused kernel, cache splits in decoding, shards of a long
+// sequence across threads or machines).
+//
+// For each query row, over the keys seen so far:
+//   max  m = max_j s_j                     (-inf when no key was seen)
+//   sum  l = Σ_j exp(s_j − m)              (0 when no key was seen)
+//   out  o = Σ_j exp(s_j − m) · v_j        (unnormalised; 0 when no key was seen)
+// Normalised, the row's attention output is o / l and its log-sum-exp m + log l. Every
+// operation here guards the empty state so that it never computes −inf − (−inf) = NaN.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "error.hpp"
+
+namespace multihead {
+inline namespace MULTIHEAD_ISA_NAMESPACE {
+
+// exp(old_max − new_max), the factor that carries a row's sum and output over to a larger
+// maximum; 0 for a row that had seen nothing (old_max = −inf), 1 while both are −inf.
+inline float rescale_factor(float old_max, float new_max) {
+  if (old_max == new_max) return 1.0f;
+  return std::exp(old_max - new_max);  // old_max = −inf < new_max gives exactly 0
+}
+
+// 1/l, or 0 for a row that saw no key: its output is then 0, never NaN.
+inline float inverse_sum(float sum) { return sum > 0.0f ? 1.0f / sum : 0.0f; }
+
+// m + log l, or −inf for a row that saw no key.
+inline float log_sum_exp(float max, float sum) {
+  return sum > 0.0f ? max + std::log(sum) : -std::numeric_limits<float>::infinity();
+}
+
+// The state of `rows` query rows with outputs of `dim` values, stored row-major.
+class SoftmaxState {
+ public:
+  SoftmaxState(std::int64_t rows, std::int64_t dim)
+      : rows_(rows), dim_(dim),
+        out_(static_cast<std::size_t>(detail::checked_mul(rows, dim, "state size (rows * dim)"))),
+        max_(static_cast<std::size_t>(rows), -std::numeric_limits<float>::infinity()),
+        sum_(static_cast<std::size_t>(rows), 0.0f) {}
+
+  std::int64_t rows() const noexcept { return rows_; }
+  std::int64_t dim() const noexcept { return dim_; }
+  float* out(std::int64_t row) noexcept { return out_.data() + row * dim_; }
+  const float* out(std::int64_t row) const noexcept { return out_.data() + row * dim_; }
+  float& max(std::int64_t row) noexcept { return max_[static_cast<std::size_t>(row)]; }
+  float max(std::int64_t row) const noexcept { return max_[static_cast<std::size_t>(row)]; }
+  float& sum(std::int64_t row) noexcept { return sum_[static_cast<std::size_t>(row)]; }
+  float sum(std::int64_t row) const noexcept { return sum_[static_cast<std::size_t>(row)]; }
+
+  // Back to the empty state: nothing seen.
+  void clear() {
+    std::fill(out_.begin(), out_.end(), 0.0f);
+    std::fill(max_.begin(), max_.end(), -std::numeric_limits<float>::infinity());
+    std::fill(sum_.begin(), sum_.end(), 0.0f);
+  }
+
+  // Folds in the state of the same rows over other keys: afterwards this is the state over
+  // the union of both key sets. Merging an empty state changes nothing.
+  void merge(const SoftmaxState& other) {
+    detail::require(other.rows_ == rows_ && other.dim_ == dim_, "merge: states of [", rows_,
+                    ", ", dim_, "] and [", other.rows_, ", ", other.dim_, "] differ in shape");
+    for (std::int64_t r = 0; r < rows_; ++r) {
+      const float m = std::max(max(r), other.max(r));
+      const float a = rescale_factor(max(r), m), b = rescale_factor(other.max(r), m);
+      float* o = out(r);
+      const float* p = other.out(r);
+      for (std::int64_t c = 0; c < dim_; ++c) o[c] = a * o[c] + b * p[c];
+      sum(r) = a * sum(r) + b * other.sum(r);
+      max(r) = m;
+    }
+  }
+
+  // Writes row r's normalised output to out + r·out_stride and, if lse is not null, its
+  // log-sum-exp to lse[r].
+  void normalize(float* out, std::int64_t out_stride, float* lse) const {
+    for (std::int64_t r = 0; r < rows_; ++r) {
+      const float inverse = inverse_sum(sum(r));
+      const float* o = this->out(r);
+      for (std::int64_t c = 0; c < dim_; ++c) out[r * out_stride + c] = o[c] * inverse;
+      if (lse != nullptr) lse[r] = log_sum_exp(max(r), sum(r));
+    }
+  }
+
+ private:
+  std::int64_t rows_, dim_;
+  std::vector<float> out_, max_, sum_;
+};
+
+}  // namespace MULTIHEAD_ISA_NAMESPACE
+}  // namespace multihead
