@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <utility>
+#include <string>
 
 #include "peak.hpp"
 #include "registration.hpp"
@@ -14,7 +14,7 @@
 namespace bench {
 namespace {
 
-// "fma 451 GFLOP/s" or "read 81.2 GB/s": the roof that binds this shape at this thread count.
+// "roof: fma 451 GFLOP/s" or "roof: read 81.2 GB/s": the roof that binds this shape at this thread count.
 std::string roof_label(bool compute_bound, const MachinePeak& peak) {
   char label[64];
   if (compute_bound)

@@ -19,6 +19,11 @@ int main(int argc, char** argv) {
                                             const multihead::KernelOptions& options) {
     multihead::reference_attention(a.q, a.k, a.v, a.o, options);
   });
+  // The fused kernel: tiled online softmax, group-packed heads, register-blocked products.
+  bench::register_attention("fused", [](const bench::AttentionViews& a,
+                                        const multihead::KernelOptions& options) {
+    multihead::fused_attention(a.q, a.k, a.v, a.o, options);
+  });
 
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -154,9 +154,9 @@ struct FreeDeleter {
 };
 
 // Allocated and written (first touched) once per process, by all OpenMP threads. On Linux the
-// buffer asks for transparent huge pages: with 4 KiB pages, TLB misses cost about a tenth of
-// the bandwidth (38 instead of 42 GB/s on the Zen 5 this was written on), and the peak should
-// be the best the machine does.
+// buffer asks for transparent huge pages: 4 KiB pages cost about a tenth of the bandwidth (38
+// instead of 42 GB/s on one core of the Zen 5 this was written on), and the peak should be the
+// best the machine does.
 const float* read_buffer() {
   static const std::unique_ptr<float, FreeDeleter> buffer = [] {
     constexpr std::size_t kHugePage = std::size_t{2} << 20;

@@ -50,6 +50,10 @@ inline const std::vector<Shape>& prefill_shapes() {
       // Every score counts and nothing is shared, so a kernel can only win by doing the
       // products and the softmax faster, not by skipping or reusing work.
       {"P2", 1, 32, 32, 128, 1024, 1024, false},
+      // P2-MQA: P2's query heads and length with a single K/V head (multi-query attention,
+      // as PaLM and Falcon-7B). The same flops as P2 over 1/32 of the K/V: a kernel that stacks
+      // the heads sharing a K/V head must run it at least as fast per flop as P2.
+      {"P2-MQA", 1, 32, 1, 128, 1024, 1024, false},
   };
   return shapes;
 }

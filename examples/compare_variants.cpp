@@ -20,6 +20,7 @@ struct Settings {
   long long groups = 8;   // the GQA layer's KV groups
   long long tokens = 512;
   int threads = 0;        // 0: all OpenMP threads
+  multihead::KernelChoice kernel = multihead::KernelChoice::fused;
 };
 
 void print_usage(std::FILE* out) {
@@ -31,6 +32,7 @@ void print_usage(std::FILE* out) {
                "  --groups N     KV groups of the GQA layer (default 8)\n"
                "  --tokens N     prefill length (default 512)\n"
                "  --threads N    threads, 0 for all (default 0)\n"
+               "  --kernel K     attention kernel: fused or reference (default fused)\n"
                "  --help         this text\n");
 }
 
@@ -41,6 +43,17 @@ bool parse(int argc, char** argv, Settings& settings, bool& help) {
     if (flag == "--help" || flag == "-h") {
       help = true;
       return true;
+    }
+    if (flag == "--kernel") {
+      const std::string value = i + 1 < argc ? argv[++i] : "";
+      if (value != "fused" && value != "reference") {
+        std::fprintf(stderr, "compare_variants: --kernel takes fused or reference, not '%s'\n",
+                     value.c_str());
+        return false;
+      }
+      settings.kernel = value == "fused" ? multihead::KernelChoice::fused
+                                         : multihead::KernelChoice::reference;
+      continue;
     }
     long long* target = flag == "--model-dim" ? &settings.model_dim
                         : flag == "--heads"   ? &settings.heads
@@ -86,6 +99,7 @@ Row measure(const char* name, const multihead::LayerConfig& config, const Settin
   RowMatrix y;
   ForwardOptions options;
   options.threads = settings.threads;
+  options.kernel = settings.kernel;
   layer.forward(x, y, options);
   std::vector<double> times;
   for (int run = 0; run < 3; ++run) {
@@ -138,9 +152,11 @@ int main(int argc, char** argv) {
   }
 
   std::printf("multihead compare_variants: model dim %lld, %lld heads of dim %lld, prefill of %lld "
-              "tokens, causal, fp32, %d threads, %s path\n\n",
+              "tokens, causal, fp32, %s kernel, %d threads, %s path\n\n",
               settings.model_dim, settings.heads, static_cast<long long>(config.head_dim),
-              settings.tokens, resolve_threads(settings.threads), isa_name());
+              settings.tokens,
+              settings.kernel == KernelChoice::fused ? "fused" : "reference",
+              resolve_threads(settings.threads), isa_name());
   std::printf("%-8s %6s %10s %12s %16s %12s %12s\n", "variant", "heads", "kv groups",
               "parameters", "KV bytes/token", "prefill ms", "tokens/s");
   for (const Row& row : rows)

@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "config.hpp"
+#include "fused.hpp"
 #include "parallel.hpp"
 #include "reference.hpp"
 #include "variant.hpp"
@@ -37,9 +38,14 @@ inline const char* projection_name(Projection p) {
   return "W?";
 }
 
+// Which attention kernel a layer runs: the fused kernel (fused.hpp), or the reference
+// (reference.hpp), the plain oracle kept for checking and comparison.
+enum class KernelChoice { fused, reference };
+
 struct ForwardOptions {
   std::int64_t batch = 1;  // x holds batch sequences of x.rows() / batch tokens each
   int threads = 0;         // 0: all OpenMP threads
+  KernelChoice kernel = KernelChoice::fused;
 };
 
 namespace detail {
@@ -187,7 +193,10 @@ class Attention {
     kernel.scale = config_.scale;
     kernel.causal = config_.causal;
     kernel.threads = threads;
-    reference_attention(q, k, v, o, kernel);
+    if (options.kernel == KernelChoice::reference)
+      reference_attention(q, k, v, o, kernel);
+    else
+      fused_attention(q, k, v, o, kernel);
 
     detail::project(attended_, wo_, bo_, y, threads);
   }

@@ -12,6 +12,22 @@
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
+namespace detail {
+
+// What every layer and kernel requires of its heads: positive sizes, and kv_groups K/V heads
+// that the query heads share evenly.
+inline void check_heads(std::int64_t heads, std::int64_t kv_groups, std::int64_t head_dim,
+                        std::int64_t value_dim) {
+  require_positive(heads, "heads");
+  require_positive(kv_groups, "kv_groups");
+  require_positive(head_dim, "head_dim");
+  require_positive(value_dim, "value_dim");
+  require(kv_groups <= heads, "kv_groups (", kv_groups, ") must not exceed heads (", heads, ")");
+  require(heads % kv_groups == 0, "heads (", heads, ") must be divisible by kv_groups (",
+          kv_groups, ")");
+}
+
+}  // namespace detail
 
 // One attention layer: model_dim → heads × head_dim queries, kv_groups × head_dim keys and
 // kv_groups × value_dim values, heads × value_dim → model_dim output.
@@ -34,13 +50,7 @@ struct LayerConfig {
     using detail::require;
     using detail::require_positive;
     require_positive(model_dim, "model_dim");
-    require_positive(heads, "heads");
-    require_positive(kv_groups, "kv_groups");
-    require_positive(head_dim, "head_dim");
-    require_positive(v_dim(), "value_dim");
-    require(kv_groups <= heads, "kv_groups (", kv_groups, ") must not exceed heads (", heads, ")");
-    require(heads % kv_groups == 0, "heads (", heads, ") must be divisible by kv_groups (",
-            kv_groups, ")");
+    detail::check_heads(heads, kv_groups, head_dim, v_dim());
     if (scale) require(*scale > 0.0f && std::isfinite(*scale), "scale (", *scale, ") must be positive and finite");
     // The largest weights: Wq [heads·head_dim, model_dim] and Wo [model_dim, heads·value_dim].
     detail::checked_product("Wq size (heads * head_dim * model_dim)", heads, head_dim, model_dim);
@@ -69,13 +79,7 @@ struct KernelShape {
     require_positive(batch, "batch");
     require_positive(q_len, "q_len");
     require_positive(kv_len, "kv_len");
-    require_positive(heads, "heads");
-    require_positive(kv_groups, "kv_groups");
-    require_positive(head_dim, "head_dim");
-    require_positive(value_dim, "value_dim");
-    require(kv_groups <= heads, "kv_groups (", kv_groups, ") must not exceed heads (", heads, ")");
-    require(heads % kv_groups == 0, "heads (", heads, ") must be divisible by kv_groups (",
-            kv_groups, ")");
+    detail::check_heads(heads, kv_groups, head_dim, value_dim);
     detail::checked_product("q size (batch * q_len * heads * head_dim)", batch, q_len, heads, head_dim);
     detail::checked_product("o size (batch * q_len * heads * value_dim)", batch, q_len, heads, value_dim);
     detail::checked_product("k size (batch * kv_len * kv_groups * head_dim)", batch, kv_len, kv_groups, head_dim);

@@ -43,13 +43,7 @@ struct Avx2Ops {
                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     V r = _mm256_fnmadd_ps(n, _mm256_set1_ps(ln2_hi), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(ln2_lo), r);
-    V p = _mm256_set1_ps(c6);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c5));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const V p = exp_polynomial<Avx2Ops>(r);
     // 2^n from its bits: n = -127 → 0.0f, n = 128 → +inf.
     const __m256i exponent = _mm256_slli_epi32(
         _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);

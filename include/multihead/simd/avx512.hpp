@@ -43,13 +43,7 @@ struct Avx512Ops {
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     V r = _mm512_fnmadd_ps(n, _mm512_set1_ps(ln2_hi), x);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(ln2_lo), r);
-    V p = _mm512_set1_ps(c6);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c5));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c1));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    const V p = exp_polynomial<Avx512Ops>(r);
     return _mm512_scalef_ps(p, n);  // p · 2^n, overflow and underflow handled by the hardware
   }
 };

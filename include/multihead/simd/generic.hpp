@@ -41,6 +41,15 @@ constexpr float ln2_hi = 0.693359375f;     // 9 significant bits, so n·ln2_hi i
 constexpr float ln2_lo = -2.12194440e-4f;  // ln 2 − ln2_hi
 }  // namespace exp_constants
 
+// e^r ≈ 1 + r·(c1 + r·(c2 + … + r·c6)) on |r| ≤ ln2/2, by Horner's rule on any Ops' vectors.
+template <class Ops>
+typename Ops::V exp_polynomial(typename Ops::V r) {
+  using namespace exp_constants;
+  typename Ops::V p = Ops::set1(c6);
+  for (const float c : {c5, c4, c3, c2, c1, 1.0f}) p = Ops::fma(p, r, Ops::set1(c));
+  return p;
+}
+
 constexpr float negative_infinity = -std::numeric_limits<float>::infinity();
 
 inline float exp_scalar(float x) {
