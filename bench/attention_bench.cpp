@@ -14,7 +14,8 @@
 namespace bench {
 namespace {
 
-// "roof: fma 451 GFLOP/s" or "roof: read 81.2 GB/s": the roof that binds this shape at this thread count.
+// "roof: fma 451 GFLOP/s" or "roof: read 81.2 GB/s": the roof that binds this shape at this
+// thread count.
 std::string roof_label(bool compute_bound, const MachinePeak& peak) {
   char label[64];
   if (compute_bound)

@@ -67,9 +67,11 @@ inline void reference_attention(const TensorView<const float>& q,
   const int threads = resolve_threads(options.threads);
   const std::int64_t group_size = shape.group_size();
 
-  // One score matrix per thread, allocated before the parallel region so nothing in it throws.
-  std::vector<detail::RowMatrix> scores(static_cast<std::size_t>(threads),
-                                        detail::RowMatrix(shape.q_len, shape.kv_len));
+  // One score matrix per thread, allocated before the parallel region so nothing in it throws,
+  // and first written by the thread that uses it (no serial copy of one into the others).
+  std::vector<detail::RowMatrix> scores;
+  scores.reserve(static_cast<std::size_t>(threads));
+  for (int t = 0; t < threads; ++t) scores.emplace_back(shape.q_len, shape.kv_len);
 
   // Work units are (batch, query head) pairs: independent, equal in cost.
   parallel_chunks(shape.batch * shape.heads, threads,
