@@ -15,6 +15,7 @@
 namespace {
 
 using multihead::ForwardOptions;
+using multihead::KernelChoice;
 using multihead::LayerConfig;
 using multihead::Projection;
 using multihead::RowMatrix;
@@ -86,10 +87,12 @@ naive::ModuleWeights weights_of(const Layer& layer) {
 // the naive module in double, with the naive fp32 module setting the bound.
 template <class Layer>
 void expect_forward_meets_standard(Layer& layer, const naive::ModuleWeights& weights,
-                                   const std::vector<float>& x, std::int64_t batch, int threads) {
+                                   const std::vector<float>& x, std::int64_t batch, int threads,
+                                   KernelChoice kernel = KernelChoice::fused) {
   const LayerConfig& c = layer.config();
   const std::int64_t rows = static_cast<std::int64_t>(x.size()) / c.model_dim;
-  const RowMatrix y = layer.forward(to_matrix(x, rows, c.model_dim), ForwardOptions{batch, threads});
+  const RowMatrix y =
+      layer.forward(to_matrix(x, rows, c.model_dim), ForwardOptions{batch, threads, kernel});
   ASSERT_EQ(y.rows(), rows);
   ASSERT_EQ(y.cols(), c.model_dim);
   const std::vector<double> exact = naive::module_forward<double>(shape_of(c), weights, x, batch);
@@ -172,6 +175,32 @@ TEST(ModuleForward, OneAndTwoThreads) {
 TEST(ModuleForward, SingleTokenAndLongerSequences) {
   const LayerConfig c = make_config(32, 4, 2, 8, false, true);
   for (std::int64_t tokens : {1, 2, 65}) check_forward<multihead::GQA>(c, 2, tokens, 0, 70);
+}
+
+// Both kernels behind forward meet the standard against the naive module, across the fused
+// kernel's query blocks and K/V tiles (65 tokens), and the fused kernel is the default.
+TEST(ModuleForward, ReferenceAndFusedKernelsBothMatchNaive) {
+  const LayerConfig configs[] = {make_config(64, 8, 2, 16, true, true),
+                                 make_config(64, 8, 2, 16, false, false),
+                                 make_config(128, 4, 1, 64, true, true),      // fast path
+                                 make_config(48, 4, 4, 12, false, true, 20)};  // value_dim
+  for (const LayerConfig& c : configs)
+    for (KernelChoice kernel : {KernelChoice::reference, KernelChoice::fused})
+      for (std::int64_t tokens : {1, 65}) {
+        SCOPED_TRACE(describe(c) + ", tokens " + std::to_string(tokens) +
+                     (kernel == KernelChoice::fused ? ", fused" : ", reference"));
+        multihead::GQA layer(c);
+        layer.init_random(90);
+        const std::vector<float> x = naive::random_vector(2 * tokens * c.model_dim, 91);
+        expect_forward_meets_standard(layer, weights_of(layer), x, 2, 0, kernel);
+      }
+  multihead::GQA layer(configs[0]);
+  layer.init_random(92);
+  const RowMatrix x = to_matrix(naive::random_vector(2 * 33 * 64, 93), 66, 64);
+  const RowMatrix by_default = layer.forward(x, ForwardOptions{2, 1});
+  EXPECT_TRUE(by_default == layer.forward(x, ForwardOptions{2, 1, KernelChoice::fused}));
+  EXPECT_FALSE(by_default == layer.forward(x, ForwardOptions{2, 1, KernelChoice::reference}))
+      << "the kernel choice had no effect (or both kernels agree bitwise, which is unlikely)";
 }
 
 // The workspaces are reused across calls: a call of a new shape must not see the last one's.

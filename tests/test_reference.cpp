@@ -1,6 +1,8 @@
-// reference_attention against the independent naive oracle (tests/naive_reference.hpp), under the
-// accuracy standard: max|lib - double| <= 2 * max|naive fp32 - double| + 1e-6, for the output and
-// the log-sum-exp alike.
+// Every attention kernel (kernel_testing::kKernels: the fused kernel and the reference) against
+// the independent naive oracle (tests/naive_reference.hpp), under the accuracy standard:
+// max|lib - double| <= 2 * max|naive fp32 - double| + 1e-6, for the output and the log-sum-exp
+// alike. Each test runs once per kernel; its name ends in the kernel's name (…/fused,
+// …/reference) or, for the sweeps, starts its parameter name (…/fused_h8g2_d64_len129_causal).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -15,6 +17,7 @@
 
 #include <multihead/multihead.hpp>
 
+#include "kernel_testing.hpp"
 #include "naive_reference.hpp"
 
 namespace {
@@ -23,92 +26,21 @@ using multihead::KernelOptions;
 using multihead::LseOutput;
 using multihead::TensorView;
 using naive::AttentionShape;
+using namespace kernel_testing;
 
-struct Inputs {
-  AttentionShape shape;
-  std::vector<float> q, k, v;
+// The fixture of every test that runs once per kernel.
+class Attention : public ::testing::TestWithParam<Kernel> {
+ protected:
+  const Kernel& kernel() const { return GetParam(); }
+  LibResult run(const Inputs& in, const KernelOptions& options) const {
+    return run_kernel(kernel(), in, options);
+  }
+  LibResult check(const Inputs& in, const KernelOptions& options) const {
+    return kernel_testing::check(kernel(), in, options);
+  }
 };
 
-Inputs make_inputs(const AttentionShape& shape, std::uint64_t seed, float magnitude = 1.0f) {
-  Inputs in;
-  in.shape = shape;
-  in.q = naive::random_vector(shape.q_size(), seed * 3 + 1, -magnitude, magnitude);
-  in.k = naive::random_vector(shape.k_size(), seed * 3 + 2, -magnitude, magnitude);
-  in.v = naive::random_vector(shape.v_size(), seed * 3 + 3);
-  return in;
-}
-
-struct LibResult {
-  std::vector<float> o, lse;
-};
-
-// The library on contiguous views of `in`.
-LibResult run_library(const Inputs& in, const KernelOptions& options) {
-  const AttentionShape& s = in.shape;
-  LibResult r;
-  r.o.assign(static_cast<std::size_t>(s.o_size()), std::numeric_limits<float>::quiet_NaN());
-  r.lse.assign(static_cast<std::size_t>(s.lse_size()), std::numeric_limits<float>::quiet_NaN());
-  const TensorView<const float> q(in.q.data(), s.q_size(), s.batch, s.q_len, s.heads, s.head_dim);
-  const TensorView<const float> k(in.k.data(), s.k_size(), s.batch, s.kv_len, s.kv_groups,
-                                  s.head_dim);
-  const TensorView<const float> v(in.v.data(), s.v_size(), s.batch, s.kv_len, s.kv_groups,
-                                  s.value_dim);
-  const TensorView<float> o(r.o.data(), s.o_size(), s.batch, s.q_len, s.heads, s.value_dim);
-  multihead::reference_attention(q, k, v, o, options, LseOutput{r.lse.data(), s.lse_size()});
-  return r;
-}
-
-struct Oracle {
-  naive::AttentionResult<double> exact;
-  naive::AttentionResult<float> fp32;
-};
-
-Oracle run_oracle(const Inputs& in, const KernelOptions& options) {
-  std::optional<double> scale;
-  if (options.scale) scale = static_cast<double>(*options.scale);
-  Oracle oracle;
-  oracle.exact = naive::attention<double>(in.shape, in.q.data(), in.k.data(), in.v.data(),
-                                          options.causal, scale);
-  oracle.fp32 = naive::attention<float>(in.shape, in.q.data(), in.k.data(), in.v.data(),
-                                        options.causal, scale);
-  return oracle;
-}
-
-void expect_meets_standard(const LibResult& lib, const Oracle& oracle) {
-  EXPECT_FALSE(naive::any_nan(lib.o)) << "NaN in the output";
-  EXPECT_FALSE(naive::any_nan(lib.lse)) << "NaN in the log-sum-exp";
-  EXPECT_TRUE(naive::within_standard("o", lib.o, oracle.exact.o, oracle.fp32.o));
-  EXPECT_TRUE(naive::within_standard("lse", lib.lse, oracle.exact.lse, oracle.fp32.lse));
-}
-
-// Runs the library on `in` and checks it against the oracle; returns the library's result.
-LibResult check(const Inputs& in, const KernelOptions& options) {
-  const LibResult lib = run_library(in, options);
-  expect_meets_standard(lib, run_oracle(in, options));
-  return lib;
-}
-
-std::string describe(const AttentionShape& s) {
-  std::ostringstream out;
-  out << "batch " << s.batch << ", q_len " << s.q_len << ", kv_len " << s.kv_len << ", heads "
-      << s.heads << ", kv_groups " << s.kv_groups << ", head_dim " << s.head_dim
-      << ", value_dim " << s.value_dim;
-  return out.str();
-}
-
-AttentionShape make_shape(std::int64_t batch, std::int64_t q_len, std::int64_t kv_len,
-                          std::int64_t heads, std::int64_t kv_groups, std::int64_t head_dim,
-                          std::int64_t value_dim) {
-  AttentionShape s;
-  s.batch = batch;
-  s.q_len = q_len;
-  s.kv_len = kv_len;
-  s.heads = heads;
-  s.kv_groups = kv_groups;
-  s.head_dim = head_dim;
-  s.value_dim = value_dim;
-  return s;
-}
+INSTANTIATE_TEST_SUITE_P(Kernels, Attention, ::testing::ValuesIn(kKernels), kernel_param_name);
 
 // ---- The sweep: heads/groups × head dims × lengths × causal -------------------------------------
 
@@ -140,29 +72,36 @@ std::vector<SweepParam> sweep_params() {
   return params;
 }
 
-std::string sweep_name(const ::testing::TestParamInfo<SweepParam>& info) {
-  const auto& [hg, d, len, causal] = info.param;
+using KernelSweepParam = std::tuple<Kernel, SweepParam>;
+
+std::string sweep_name(const ::testing::TestParamInfo<KernelSweepParam>& info) {
+  const auto& [kernel, sweep] = info.param;
+  const auto& [hg, d, len, causal] = sweep;
   std::ostringstream out;
-  out << "h" << hg.heads << "g" << hg.kv_groups << "_d" << d << "_len" << len
+  out << kernel.name << "_h" << hg.heads << "g" << hg.kv_groups << "_d" << d << "_len" << len
       << (causal ? "_causal" : "_full");
   return out.str();
 }
 
-class ReferenceSweep : public ::testing::TestWithParam<SweepParam> {};
+class AttentionSweep : public ::testing::TestWithParam<KernelSweepParam> {};
 
-TEST_P(ReferenceSweep, MatchesNaiveOracle) {
-  const auto& [hg, d, len, causal] = GetParam();
+TEST_P(AttentionSweep, MatchesNaiveOracle) {
+  const auto& [kernel, sweep] = GetParam();
+  const auto& [hg, d, len, causal] = sweep;
   const AttentionShape shape = make_shape(1, len, len, hg.heads, hg.kv_groups, d, d);
   SCOPED_TRACE(describe(shape));
   KernelOptions options;
   options.causal = causal;
-  check(make_inputs(shape, static_cast<std::uint64_t>(hg.heads * 1000 + d * 10 + len)), options);
+  check(kernel, make_inputs(shape, static_cast<std::uint64_t>(hg.heads * 1000 + d * 10 + len)),
+        options);
 }
 
-INSTANTIATE_TEST_SUITE_P(HeadsDimsLengths, ReferenceSweep, ::testing::ValuesIn(sweep_params()),
+INSTANTIATE_TEST_SUITE_P(HeadsDimsLengths, AttentionSweep,
+                         ::testing::Combine(::testing::ValuesIn(kKernels),
+                                            ::testing::ValuesIn(sweep_params())),
                          sweep_name);
 
-TEST(ReferenceSweepCoverage, SweepCoversEveryValue) {
+TEST(AttentionSweepCoverage, SweepCoversEveryValue) {
   const std::vector<SweepParam> params = sweep_params();
   for (const HeadsGroups& hg : kHeadsGroups) {
     bool found = false;
@@ -195,16 +134,19 @@ TEST(ReferenceSweepCoverage, SweepCoversEveryValue) {
 // ---- q_len != kv_len ---------------------------------------------------------------------------
 
 using LengthsParam = std::tuple<std::int64_t, std::int64_t, bool>;  // q_len, kv_len, causal
+using KernelLengthsParam = std::tuple<Kernel, LengthsParam>;
 
-class ReferenceLengths : public ::testing::TestWithParam<LengthsParam> {};
+class AttentionLengths : public ::testing::TestWithParam<KernelLengthsParam> {};
 
-TEST_P(ReferenceLengths, MatchesNaiveOracle) {
-  const auto& [q_len, kv_len, causal] = GetParam();
+TEST_P(AttentionLengths, MatchesNaiveOracle) {
+  const auto& [kernel, lengths] = GetParam();
+  const auto& [q_len, kv_len, causal] = lengths;
   const AttentionShape shape = make_shape(2, q_len, kv_len, 4, 2, 16, 16);
   SCOPED_TRACE(describe(shape));
   KernelOptions options;
   options.causal = causal;
-  const LibResult lib = check(make_inputs(shape, static_cast<std::uint64_t>(q_len * 131 + kv_len)), options);
+  const LibResult lib =
+      check(kernel, make_inputs(shape, static_cast<std::uint64_t>(q_len * 131 + kv_len)), options);
 
   // Rows that see no key (causal with q_len > kv_len: the first q_len - kv_len queries) are
   // exactly zero with a log-sum-exp of -inf; every other row is finite.
@@ -230,9 +172,10 @@ TEST_P(ReferenceLengths, MatchesNaiveOracle) {
       }
 }
 
-std::string lengths_name(const ::testing::TestParamInfo<LengthsParam>& info) {
-  const auto& [q_len, kv_len, causal] = info.param;
-  return "q" + std::to_string(q_len) + "_kv" + std::to_string(kv_len) +
+std::string lengths_name(const ::testing::TestParamInfo<KernelLengthsParam>& info) {
+  const auto& [kernel, lengths] = info.param;
+  const auto& [q_len, kv_len, causal] = lengths;
+  return std::string(kernel.name) + "_q" + std::to_string(q_len) + "_kv" + std::to_string(kv_len) +
          (causal ? "_causal" : "_full");
 }
 
@@ -244,12 +187,14 @@ std::vector<LengthsParam> lengths_params() {
   return params;
 }
 
-INSTANTIATE_TEST_SUITE_P(QueryShorterAndLonger, ReferenceLengths,
-                         ::testing::ValuesIn(lengths_params()), lengths_name);
+INSTANTIATE_TEST_SUITE_P(QueryShorterAndLonger, AttentionLengths,
+                         ::testing::Combine(::testing::ValuesIn(kKernels),
+                                            ::testing::ValuesIn(lengths_params())),
+                         lengths_name);
 
 // ---- Batch, value_dim, scale -------------------------------------------------------------------
 
-TEST(Reference, BatchGreaterThanOne) {
+TEST_P(Attention, BatchGreaterThanOne) {
   for (bool causal : {false, true}) {
     const AttentionShape shape = make_shape(3, 17, 17, 8, 2, 32, 32);
     SCOPED_TRACE(describe(shape) + (causal ? ", causal" : ""));
@@ -258,7 +203,7 @@ TEST(Reference, BatchGreaterThanOne) {
     const Inputs in = make_inputs(shape, 11);
     check(in, options);
     // Each sequence of the batch is independent: batch b equals a batch-1 run on its slice.
-    const LibResult whole = run_library(in, options);
+    const LibResult whole = run(in, options);
     for (std::int64_t b = 0; b < shape.batch; ++b) {
       AttentionShape one = shape;
       one.batch = 1;
@@ -277,7 +222,7 @@ TEST(Reference, BatchGreaterThanOne) {
   }
 }
 
-TEST(Reference, ValueDimDiffersFromHeadDim) {
+TEST_P(Attention, ValueDimDiffersFromHeadDim) {
   const std::int64_t dims[][2] = {{64, 32}, {16, 80}, {3, 1}, {1, 7}, {128, 64}};
   for (const auto& dim : dims)
     for (bool causal : {false, true}) {
@@ -289,7 +234,7 @@ TEST(Reference, ValueDimDiffersFromHeadDim) {
     }
 }
 
-TEST(Reference, ExplicitScale) {
+TEST_P(Attention, ExplicitScale) {
   const AttentionShape shape = make_shape(1, 20, 33, 4, 1, 24, 24);
   const Inputs in = make_inputs(shape, 5);
   std::vector<float> previous;
@@ -304,154 +249,48 @@ TEST(Reference, ExplicitScale) {
   // The default is 1/sqrt(head_dim): equal to passing it explicitly, and different from 1.
   KernelOptions explicit_default;
   explicit_default.scale = 1.0f / std::sqrt(24.0f);
-  const LibResult a = run_library(in, explicit_default);
-  const LibResult b = run_library(in, KernelOptions{});
+  const LibResult a = run(in, explicit_default);
+  const LibResult b = run(in, KernelOptions{});
   EXPECT_EQ(a.o, b.o);
   EXPECT_EQ(a.lse, b.lse);
 }
 
-TEST(Reference, LseIsOptional) {
+TEST_P(Attention, LseIsOptional) {
   const AttentionShape shape = make_shape(2, 13, 13, 4, 2, 8, 8);
   const Inputs in = make_inputs(shape, 21);
   KernelOptions options;
   options.causal = true;
   const LibResult with = check(in, options);
   std::vector<float> o(static_cast<std::size_t>(shape.o_size()), -1.0f);
-  multihead::reference_attention(
+  kernel().run(
       TensorView<const float>(in.q.data(), shape.q_size(), 2, 13, 4, 8),
       TensorView<const float>(in.k.data(), shape.k_size(), 2, 13, 2, 8),
       TensorView<const float>(in.v.data(), shape.v_size(), 2, 13, 2, 8),
-      TensorView<float>(o.data(), shape.o_size(), 2, 13, 4, 8), options);
+      TensorView<float>(o.data(), shape.o_size(), 2, 13, 4, 8), options, LseOutput{});
   EXPECT_EQ(o, with.o);
 }
 
 // ---- Strided views -----------------------------------------------------------------------------
 
-// A buffer holding one tensor at an arbitrary layout: element (b, t, h, x) lives at
-// offset + b·bs + t·ts + h·hs + x. Everything else holds `fill`.
-struct Strided {
-  std::vector<float> buffer;
-  std::int64_t offset = 0, batch = 0, tokens = 0, heads = 0, dim = 0, bs = 0, ts = 0, hs = 0;
-
-  std::int64_t at(std::int64_t b, std::int64_t t, std::int64_t h, std::int64_t x) const {
-    return offset + b * bs + t * ts + h * hs + x;
-  }
-  template <class T>
-  TensorView<T> view() {
-    return TensorView<T>::strided(buffer.data() + offset,
-                                  static_cast<std::int64_t>(buffer.size()) - offset, batch,
-                                  tokens, heads, dim, bs, ts, hs);
-  }
-  // Copies the contiguous [batch, tokens, heads, dim] `values` in.
-  void scatter(const std::vector<float>& values) {
-    for (std::int64_t b = 0; b < batch; ++b)
-      for (std::int64_t t = 0; t < tokens; ++t)
-        for (std::int64_t h = 0; h < heads; ++h)
-          for (std::int64_t x = 0; x < dim; ++x)
-            buffer[static_cast<std::size_t>(at(b, t, h, x))] =
-                values[static_cast<std::size_t>(((b * tokens + t) * heads + h) * dim + x)];
-  }
-  std::vector<float> gather() const {
-    std::vector<float> values(static_cast<std::size_t>(batch * tokens * heads * dim));
-    for (std::int64_t b = 0; b < batch; ++b)
-      for (std::int64_t t = 0; t < tokens; ++t)
-        for (std::int64_t h = 0; h < heads; ++h)
-          for (std::int64_t x = 0; x < dim; ++x)
-            values[static_cast<std::size_t>(((b * tokens + t) * heads + h) * dim + x)] =
-                buffer[static_cast<std::size_t>(at(b, t, h, x))];
-    return values;
-  }
-};
-
-constexpr float kSentinel = 12345.0f;
-
-// Head-major [batch, heads, tokens, dim], contiguous otherwise.
-Strided head_major(std::int64_t batch, std::int64_t tokens, std::int64_t heads, std::int64_t dim) {
-  Strided s;
-  s.batch = batch, s.tokens = tokens, s.heads = heads, s.dim = dim;
-  s.hs = tokens * dim;
-  s.ts = dim;
-  s.bs = heads * tokens * dim;
-  s.buffer.assign(static_cast<std::size_t>(batch * tokens * heads * dim), kSentinel);
-  return s;
-}
-
-// Token-major with padding after every head row, every token and every batch, at an offset
-// into a larger buffer that also has a tail.
-Strided padded(std::int64_t batch, std::int64_t tokens, std::int64_t heads, std::int64_t dim) {
-  Strided s;
-  s.batch = batch, s.tokens = tokens, s.heads = heads, s.dim = dim;
-  s.offset = 5;
-  s.hs = dim + 3;
-  s.ts = heads * s.hs + 2;
-  s.bs = tokens * s.ts + 7;
-  s.buffer.assign(static_cast<std::size_t>(s.offset + batch * s.bs + 11), kSentinel);
-  return s;
-}
-
-// Counts elements of the buffer outside the tensor that no longer hold the sentinel.
-std::int64_t touched_padding(const Strided& s) {
-  std::vector<char> inside(s.buffer.size(), 0);
-  for (std::int64_t b = 0; b < s.batch; ++b)
-    for (std::int64_t t = 0; t < s.tokens; ++t)
-      for (std::int64_t h = 0; h < s.heads; ++h)
-        for (std::int64_t x = 0; x < s.dim; ++x) inside[static_cast<std::size_t>(s.at(b, t, h, x))] = 1;
-  std::int64_t touched = 0;
-  for (std::size_t i = 0; i < s.buffer.size(); ++i)
-    touched += !inside[i] && s.buffer[i] != kSentinel;
-  return touched;
-}
-
-using Layout = Strided (*)(std::int64_t, std::int64_t, std::int64_t, std::int64_t);
-
-void check_strided(Layout layout, const AttentionShape& shape, bool causal) {
-  SCOPED_TRACE(describe(shape) + (causal ? ", causal" : ""));
-  const Inputs in = make_inputs(shape, static_cast<std::uint64_t>(shape.q_len * 7 + shape.kv_len));
-  KernelOptions options;
-  options.causal = causal;
-  const Oracle oracle = run_oracle(in, options);
-  const LibResult contiguous = run_library(in, options);
-
-  Strided q = layout(shape.batch, shape.q_len, shape.heads, shape.head_dim);
-  Strided k = layout(shape.batch, shape.kv_len, shape.kv_groups, shape.head_dim);
-  Strided v = layout(shape.batch, shape.kv_len, shape.kv_groups, shape.value_dim);
-  Strided o = layout(shape.batch, shape.q_len, shape.heads, shape.value_dim);
-  q.scatter(in.q);
-  k.scatter(in.k);
-  v.scatter(in.v);
-  std::vector<float> lse(static_cast<std::size_t>(shape.lse_size()), kSentinel);
-  multihead::reference_attention(q.view<const float>(), k.view<const float>(),
-                                 v.view<const float>(), o.view<float>(), options,
-                                 LseOutput{lse.data(), shape.lse_size()});
-  const LibResult strided{o.gather(), lse};
-  expect_meets_standard(strided, oracle);
-  // The same result as the contiguous call, within the same standard.
-  EXPECT_LE(naive::max_abs_error(strided.o, contiguous.o),
-            2.0 * naive::max_abs_error(oracle.fp32.o, oracle.exact.o) + 1e-6);
-  EXPECT_LE(naive::max_abs_error(strided.lse, contiguous.lse),
-            2.0 * naive::max_abs_error(oracle.fp32.lse, oracle.exact.lse) + 1e-6);
-  EXPECT_EQ(touched_padding(o), 0) << "the kernel wrote outside the output view";
-}
-
-TEST(ReferenceStrided, HeadMajorMatchesContiguous) {
+TEST_P(Attention, StridedHeadMajorMatchesContiguous) {
   for (bool causal : {false, true}) {
-    check_strided(head_major, make_shape(2, 19, 19, 4, 2, 16, 16), causal);
-    check_strided(head_major, make_shape(1, 5, 40, 8, 1, 64, 32), causal);
-    check_strided(head_major, make_shape(2, 1, 33, 6, 3, 8, 8), causal);  // one query token
+    check_strided(kernel(), head_major, make_shape(2, 19, 19, 4, 2, 16, 16), causal);
+    check_strided(kernel(), head_major, make_shape(1, 5, 40, 8, 1, 64, 32), causal);
+    check_strided(kernel(), head_major, make_shape(2, 1, 33, 6, 3, 8, 8), causal);  // one query token
   }
 }
 
-TEST(ReferenceStrided, PaddedViewsIntoLargerBuffersMatchContiguous) {
+TEST_P(Attention, StridedPaddedViewsIntoLargerBuffersMatchContiguous) {
   for (bool causal : {false, true}) {
-    check_strided(padded, make_shape(2, 19, 19, 4, 2, 16, 16), causal);
-    check_strided(padded, make_shape(3, 24, 11, 4, 4, 5, 9), causal);
-    check_strided(padded, make_shape(1, 1, 17, 8, 2, 32, 32), causal);  // one query token
-    check_strided(padded, make_shape(2, 7, 1, 2, 1, 3, 3), causal);     // one key token
+    check_strided(kernel(), padded, make_shape(2, 19, 19, 4, 2, 16, 16), causal);
+    check_strided(kernel(), padded, make_shape(3, 24, 11, 4, 4, 5, 9), causal);
+    check_strided(kernel(), padded, make_shape(1, 1, 17, 8, 2, 32, 32), causal);  // one query token
+    check_strided(kernel(), padded, make_shape(2, 7, 1, 2, 1, 3, 3), causal);     // one key token
   }
 }
 
 // A single token may carry any token stride (here 0 and a huge one): there is no second row.
-TEST(ReferenceStrided, SingleTokenViewsIgnoreTheirTokenStride) {
+TEST_P(Attention, StridedSingleTokenViewsIgnoreTheirTokenStride) {
   const AttentionShape shape = make_shape(2, 1, 9, 4, 2, 8, 8);
   const Inputs in = make_inputs(shape, 77);
   const Oracle oracle = run_oracle(in, KernelOptions{});
@@ -463,7 +302,7 @@ TEST(ReferenceStrided, SingleTokenViewsIgnoreTheirTokenStride) {
                                                     32, token_stride, 8);
     const auto out = TensorView<float>::strided(o.data(), shape.o_size(), 2, 1, 4, 8, 32,
                                                 token_stride, 8);
-    multihead::reference_attention(
+    kernel().run(
         q, TensorView<const float>(in.k.data(), shape.k_size(), 2, 9, 2, 8),
         TensorView<const float>(in.v.data(), shape.v_size(), 2, 9, 2, 8), out, KernelOptions{},
         LseOutput{lse.data(), shape.lse_size()});
@@ -473,7 +312,7 @@ TEST(ReferenceStrided, SingleTokenViewsIgnoreTheirTokenStride) {
 
 // Inputs may alias: K and V broadcast one row to every token with a token stride of 0, and the
 // result equals attention over the materialised copies.
-TEST(ReferenceStrided, BroadcastInputsWithZeroStride) {
+TEST_P(Attention, StridedBroadcastInputsWithZeroStride) {
   AttentionShape shape = make_shape(2, 6, 10, 4, 2, 8, 8);
   Inputs in = make_inputs(shape, 99);
   const std::vector<float> k_row = naive::random_vector(2 * 2 * 8, 100);  // [batch, groups, dim]
@@ -489,7 +328,7 @@ TEST(ReferenceStrided, BroadcastInputsWithZeroStride) {
   const Oracle oracle = run_oracle(in, options);
   std::vector<float> o(static_cast<std::size_t>(shape.o_size()), kSentinel);
   std::vector<float> lse(static_cast<std::size_t>(shape.lse_size()), kSentinel);
-  multihead::reference_attention(
+  kernel().run(
       TensorView<const float>(in.q.data(), shape.q_size(), 2, 6, 4, 8),
       TensorView<const float>::strided(k_row.data(), 32, 2, 10, 2, 8, 16, 0, 8),
       TensorView<const float>::strided(v_row.data(), 32, 2, 10, 2, 8, 16, 0, 8),
@@ -500,7 +339,7 @@ TEST(ReferenceStrided, BroadcastInputsWithZeroStride) {
 
 // ---- Threads -----------------------------------------------------------------------------------
 
-TEST(ReferenceThreads, OneAndTwoThreadsMeetTheStandardAndRepeatBitwise) {
+TEST_P(Attention, ThreadsOneAndTwoMeetTheStandardAndRepeatBitwise) {
   const AttentionShape shape = make_shape(3, 37, 45, 8, 2, 32, 24);
   const Inputs in = make_inputs(shape, 4242);
   for (bool causal : {false, true}) {
@@ -511,8 +350,8 @@ TEST(ReferenceThreads, OneAndTwoThreadsMeetTheStandardAndRepeatBitwise) {
       SCOPED_TRACE(std::string("threads ") + std::to_string(threads) +
                    (causal ? ", causal" : ""));
       options.threads = threads;
-      const LibResult first = run_library(in, options);
-      const LibResult second = run_library(in, options);
+      const LibResult first = run(in, options);
+      const LibResult second = run(in, options);
       expect_meets_standard(first, oracle);
       ASSERT_EQ(first.o.size(), second.o.size());
       EXPECT_EQ(0, std::memcmp(first.o.data(), second.o.data(), first.o.size() * sizeof(float)))
@@ -525,7 +364,7 @@ TEST(ReferenceThreads, OneAndTwoThreadsMeetTheStandardAndRepeatBitwise) {
 
 // ---- Numerically hard inputs -------------------------------------------------------------------
 
-TEST(ReferenceNumerics, LargeLogitsDoNotOverflow) {
+TEST_P(Attention, NumericsLargeLogitsDoNotOverflow) {
   for (bool causal : {false, true}) {
     const AttentionShape shape = make_shape(1, 33, 33, 4, 2, 64, 64);
     SCOPED_TRACE(describe(shape) + (causal ? ", causal" : ""));
@@ -551,7 +390,7 @@ TEST(ReferenceNumerics, LargeLogitsDoNotOverflow) {
   for (float x : lib.o) ASSERT_TRUE(std::isfinite(x));
 }
 
-TEST(ReferenceNumerics, EqualScoresAverageTheVisibleValues) {
+TEST_P(Attention, NumericsEqualScoresAverageTheVisibleValues) {
   // Q = 0 makes every score 0: each row's output is the mean of the V rows it sees and its
   // log-sum-exp is log(visible).
   for (bool causal : {false, true}) {
