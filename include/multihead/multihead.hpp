@@ -14,3 +14,6 @@
 #include "fused.hpp"
 #include "variant.hpp"
 #include "attention.hpp"
+#include "half.hpp"
+#include "kv_cache.hpp"
+#include "paged_kv_cache.hpp"

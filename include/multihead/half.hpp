@@ -1,0 +1,255 @@
+// 16-bit storage types for KV caches and their conversions to and from float.
+//
+// bf16 (bfloat16) is the top half of a float: 8 exponent bits, 7 mantissa bits, the same range.
+// fp16 is IEEE 754 binary16: 5 exponent bits, 10 mantissa bits, largest finite value 65504.
+// Both are storage only: every kernel widens to float and computes in float.
+//
+// Contract, the same on every path (scalar, AVX-512 BF16, AVX-512F, AVX2, F16C), bit for bit:
+//  - widening (bf16 → float, fp16 → float) is exact; a NaN stays a NaN of the same sign
+//    (bf16 keeps its payload; fp16 NaNs come back quiet, as F16C returns them);
+//  - narrowing (float → bf16, float → fp16) rounds to nearest, ties to even; values beyond the
+//    largest finite one round to ±inf as IEEE says (|x| ≥ 65520 for fp16); ±inf and ±0 are exact;
+//    fp16 subnormals are rounded correctly, and so are float subnormals to bf16 (which the
+//    AVX-512 BF16 instruction flushes to zero, so that path patches them); a NaN becomes a quiet
+//    NaN of the same sign with the top bits of its payload.
+// Because every path gives the same bits, caches filled by different ISA builds are identical.
+// (The avx512 namespace covers builds with and without AVX-512 BF16, and avx2 builds with and
+// without F16C: their conversions differ in instructions, never in results.)
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "isa.hpp"
+
+#if !defined(MULTIHEAD_NO_SIMD) && (defined(__AVX2__) || defined(__F16C__))
+#include <immintrin.h>
+#endif
+
+namespace multihead {
+inline namespace MULTIHEAD_ISA_NAMESPACE {
+
+// Raw bit patterns: trivial and standard-layout, so buffers of them can be memcpy'd and mapped.
+struct bf16 {
+  std::uint16_t bits;
+};
+struct fp16 {
+  std::uint16_t bits;
+};
+
+static_assert(sizeof(bf16) == 2 && std::is_trivial_v<bf16> && std::is_standard_layout_v<bf16>);
+static_assert(sizeof(fp16) == 2 && std::is_trivial_v<fp16> && std::is_standard_layout_v<fp16>);
+
+// The element types a KV cache can store.
+template <class T>
+constexpr bool is_storage_type_v =
+    std::is_same_v<T, float> || std::is_same_v<T, bf16> || std::is_same_v<T, fp16>;
+
+namespace detail {
+
+inline std::uint32_t float_bits(float x) {
+  std::uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}
+
+inline float bits_float(std::uint32_t u) {
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}
+
+}  // namespace detail
+
+// ---- scalar conversions: the definition every bulk path must match -----------------------------
+
+inline float to_float(float x) { return x; }
+
+inline float to_float(bf16 h) { return detail::bits_float(std::uint32_t{h.bits} << 16); }
+
+inline bf16 to_bf16(float x) {
+  const std::uint32_t u = detail::float_bits(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u)  // NaN: keep sign and top payload, set the quiet bit
+    return bf16{static_cast<std::uint16_t>((u >> 16) | 0x0040u)};
+  // Adding 0x7fff plus the lowest kept bit carries into the kept bits exactly when the dropped
+  // half is above one half, or equal to it with an odd kept part: round to nearest even. A carry
+  // out of the mantissa bumps the exponent, which also turns the largest values into ±inf.
+  const std::uint32_t rounded = u + 0x7fffu + ((u >> 16) & 1u);
+  return bf16{static_cast<std::uint16_t>(rounded >> 16)};
+}
+
+inline float to_float(fp16 h) {
+  const std::uint32_t sign = std::uint32_t{h.bits & 0x8000u} << 16;
+  const std::uint32_t exponent = (h.bits >> 10) & 0x1fu;
+  const std::uint32_t mantissa = h.bits & 0x3ffu;
+  if (exponent == 0x1f)  // inf, or NaN made quiet (as F16C does)
+    return detail::bits_float(sign | 0x7f800000u | (mantissa != 0 ? 0x400000u : 0u) |
+                              (mantissa << 13));
+  if (exponent == 0) {  // zero or subnormal: mantissa · 2^-24, exact in float
+    const float magnitude = static_cast<float>(mantissa) * 5.9604644775390625e-8f;
+    return detail::bits_float(sign | detail::float_bits(magnitude));
+  }
+  return detail::bits_float(sign | ((exponent + 112) << 23) | (mantissa << 13));  // rebias 15 → 127
+}
+
+inline fp16 to_fp16(float x) {
+  const std::uint32_t u = detail::float_bits(x);
+  const auto sign = static_cast<std::uint16_t>((u >> 16) & 0x8000u);
+  const std::uint32_t a = u & 0x7fffffffu;
+  if (a >= 0x7f800000u) {  // inf stays inf; NaN keeps its top payload and is made quiet
+    const std::uint32_t nan = a > 0x7f800000u ? 0x0200u | ((a >> 13) & 0x01ffu) : 0u;
+    return fp16{static_cast<std::uint16_t>(sign | 0x7c00u | nan)};
+  }
+  if (a >= 0x38800000u) {  // at least 2^-14: a normal half, or rounds up to inf
+    // Rebias the exponent (127 → 15) and drop 13 mantissa bits, rounding to nearest even; a carry
+    // runs into the exponent, and from the largest exponent into 0x7c00 = inf.
+    std::uint32_t h = (a - 0x38000000u) >> 13;
+    const std::uint32_t dropped = a & 0x1fffu;
+    if (dropped > 0x1000u || (dropped == 0x1000u && (h & 1u))) ++h;
+    if (h > 0x7c00u) h = 0x7c00u;  // far beyond 65504 the rebiased exponent overflows
+    return fp16{static_cast<std::uint16_t>(sign | h)};
+  }
+  if (a < 0x33000000u) return fp16{sign};  // at most 2^-25, half the smallest subnormal: ±0
+  // A subnormal half, mantissa·2^-24: the float's significand (with its hidden bit) shifted
+  // right by 126 − exponent, between 14 and 24 places, rounded to nearest even. Rounding up
+  // from 0x3ff gives 0x400, the smallest normal half, which is the right encoding.
+  const std::uint32_t shift = 126u - (a >> 23);
+  const std::uint32_t significand = (a & 0x7fffffu) | 0x800000u;
+  std::uint32_t h = significand >> shift;
+  const std::uint32_t dropped = significand & ((1u << shift) - 1u);
+  const std::uint32_t half = 1u << (shift - 1u);
+  if (dropped > half || (dropped == half && (h & 1u))) ++h;
+  return fp16{static_cast<std::uint16_t>(sign | h)};
+}
+
+// float → Storage for generic code: from_float<bf16>(x) is to_bf16(x).
+template <class Storage>
+Storage from_float(float x) {
+  static_assert(is_storage_type_v<Storage>, "from_float: Storage must be float, bf16 or fp16");
+  if constexpr (std::is_same_v<Storage, bf16>) {
+    return to_bf16(x);
+  } else if constexpr (std::is_same_v<Storage, fp16>) {
+    return to_fp16(x);
+  } else {
+    return x;
+  }
+}
+
+// ---- bulk conversions of n elements
+// -------------------------------------------------------------- Any alignment; src and dst must
+// not overlap. Each vector path handles whole vectors and leaves the remainder to the scalar
+// functions above, which give the same bits.
+
+inline void convert(const float* src, float* dst, std::int64_t n) {
+  if (n > 0) std::memcpy(dst, src, static_cast<std::size_t>(n) * sizeof(float));
+}
+
+inline void convert(const float* src, bf16* dst, std::int64_t n) {
+  std::int64_t i = 0;
+#if defined(MULTIHEAD_HAS_AVX512) && defined(__AVX512BF16__)
+  // The instruction rounds to nearest even and quiets NaNs like to_bf16, but treats float
+  // subnormals as zero; the rare vector holding one is redone with the integer path below.
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
+  const __m512i one = _mm512_set1_epi32(1), subnormal_max = _mm512_set1_epi32(0x7fffff);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 x = _mm512_loadu_ps(src + i);
+    const __m512i abs_minus_one =
+        _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(x), abs_mask), one);
+    // |x| − 1 < 0x7fffff (unsigned) exactly when 0 < |x| < 2^-126: a subnormal.
+    if (_mm512_cmplt_epu32_mask(abs_minus_one, subnormal_max) != 0) {
+      for (std::int64_t j = i; j < i + 16; ++j) dst[j] = to_bf16(src[j]);
+      continue;
+    }
+    const __m256bh h = _mm512_cvtneps_pbh(x);
+    std::memcpy(dst + i, &h, sizeof h);
+  }
+#elif defined(MULTIHEAD_HAS_AVX512)
+  // to_bf16's integer rounding, 16 lanes at a time.
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+  const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff);
+  const __m512i quiet = _mm512_set1_epi32(0x40);
+  for (; i + 16 <= n; i += 16) {
+    const __m512i u = _mm512_loadu_si512(src + i);
+    const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, abs_mask), inf);
+    const __m512i high = _mm512_srli_epi32(u, 16);
+    const __m512i rounded = _mm512_srli_epi32(
+        _mm512_add_epi32(u, _mm512_add_epi32(bias, _mm512_and_si512(high, one))), 16);
+    const __m512i h = _mm512_mask_mov_epi32(rounded, nan, _mm512_or_si512(high, quiet));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtepi32_epi16(h));
+  }
+#elif defined(MULTIHEAD_HAS_AVX2)
+  // to_bf16's integer rounding, 2 × 8 lanes at a time, packed to 16 bits.
+  const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+  const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff);
+  const __m256i quiet = _mm256_set1_epi32(0x40);
+  const auto round8 = [&](const float* p) {
+    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs_mask), inf);
+    const __m256i high = _mm256_srli_epi32(u, 16);
+    const __m256i rounded = _mm256_srli_epi32(
+        _mm256_add_epi32(u, _mm256_add_epi32(bias, _mm256_and_si256(high, one))), 16);
+    return _mm256_blendv_epi8(rounded, _mm256_or_si256(high, quiet), nan);
+  };
+  for (; i + 16 <= n; i += 16) {
+    // Every lane is at most 0xffff, so the unsigned saturating pack is exact; it interleaves
+    // 128-bit halves, which the permute puts back in order.
+    const __m256i packed = _mm256_packus_epi32(round8(src + i), round8(src + i + 8));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                        _mm256_permute4x64_epi64(packed, 0xd8));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = to_bf16(src[i]);
+}
+
+inline void convert(const bf16* src, float* dst, std::int64_t n) {
+  std::int64_t i = 0;
+#if defined(MULTIHEAD_HAS_AVX512)
+  for (; i + 16 <= n; i += 16) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+    _mm512_storeu_si512(dst + i, _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+#elif defined(MULTIHEAD_HAS_AVX2)
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                        _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+#endif
+  for (; i < n; ++i) dst[i] = to_float(src[i]);
+}
+
+inline void convert(const float* src, fp16* dst, std::int64_t n) {
+  std::int64_t i = 0;
+#if defined(MULTIHEAD_HAS_AVX512)
+  for (; i + 16 <= n; i += 16) {
+    const __m256i h =
+        _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), h);
+  }
+#elif !defined(MULTIHEAD_NO_SIMD) && defined(__F16C__)
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h =
+        _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), h);
+  }
+#endif
+  for (; i < n; ++i) dst[i] = to_fp16(src[i]);
+}
+
+inline void convert(const fp16* src, float* dst, std::int64_t n) {
+  std::int64_t i = 0;
+#if defined(MULTIHEAD_HAS_AVX512)
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(
+        dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
+#elif !defined(MULTIHEAD_NO_SIMD) && defined(__F16C__)
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i,
+                     _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+#endif
+  for (; i < n; ++i) dst[i] = to_float(src[i]);
+}
+
+}  // namespace MULTIHEAD_ISA_NAMESPACE
+}  // namespace multihead

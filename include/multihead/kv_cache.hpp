@@ -1,0 +1,192 @@
+// The contiguous KV cache of one layer: a batch of sequences that grow together.
+//
+//   K [batch, capacity, kv_groups, head_dim]    V [batch, capacity, kv_groups, value_dim]
+//
+// Storage is float, bf16 or fp16 (half.hpp); appends take float and narrow once, kernels read
+// the storage type through keys() / values() and widen as they go. Memory is allocated once, in
+// the constructor, 64-byte aligned, and left uninitialised (only the filled part is ever read).
+// Not thread-safe for writes: append and clear need exclusive access; reads may be concurrent.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <type_traits>
+
+#include "error.hpp"
+#include "half.hpp"
+#include "tensor_view.hpp"
+
+namespace multihead {
+inline namespace MULTIHEAD_ISA_NAMESPACE {
+namespace detail {
+
+// The alignment of cache memory: a cache line, and an AVX-512 vector.
+constexpr std::int64_t kCacheAlignment = 64;
+
+// n elements of trivial T, 64-byte aligned, uninitialised, freed on destruction. Move-only.
+template <class T>
+class AlignedBuffer {
+  static_assert(std::is_trivial_v<T>, "AlignedBuffer holds trivial types only");
+
+ public:
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(std::int64_t n)
+      : data_(static_cast<T*>(
+            ::operator new (static_cast<std::size_t>(checked_mul(
+                                n, static_cast<std::int64_t>(sizeof(T)), "buffer bytes")),
+                            std::align_val_t{kCacheAlignment}))),
+        size_(n) {}
+
+  T* data() const noexcept { return data_.get(); }
+  std::int64_t size() const noexcept { return size_; }
+
+ private:
+  struct Free {
+    void operator()(T* p) const noexcept {
+      ::operator delete (p, std::align_val_t{kCacheAlignment});
+    }
+  };
+  std::unique_ptr<T, Free> data_;
+  std::int64_t size_ = 0;
+};
+
+// n rounded up to whole cache lines of T, so that consecutive blocks stay 64-byte aligned.
+template <class T>
+std::int64_t round_up_to_lines(std::int64_t n, const char* what) {
+  constexpr std::int64_t per_line = kCacheAlignment / static_cast<std::int64_t>(sizeof(T));
+  return checked_mul((checked_add(n, per_line - 1, what)) / per_line, per_line, what);
+}
+
+// Checks an appended k or v against the cache's shape, naming the view and field.
+inline void check_kv_input(const TensorView<const float>& x, const char* name, std::int64_t batch,
+                           std::int64_t kv_groups, std::int64_t dim, const char* dim_name) {
+  x.validate(name);
+  require(x.batch() == batch, name, ".batch (", x.batch(), ") must equal the cache's batch (",
+          batch, ")");
+  require(x.heads() == kv_groups, name, ".heads (", x.heads(),
+          ") must equal the cache's kv_groups (", kv_groups, ")");
+  require(x.dim() == dim, name, ".dim (", x.dim(), ") must equal the cache's ", dim_name, " (", dim,
+          ")");
+}
+
+// Narrows tokens [t0, t0 + n) of batch entry b of x into dst, dense [n, heads, dim]: one
+// conversion call when x's rows are dense too (the usual case), else one per row.
+template <class Storage>
+void store_tokens(const TensorView<const float>& x, std::int64_t b, std::int64_t t0, std::int64_t n,
+                  Storage* dst) {
+  const std::int64_t heads = x.heads(), dim = x.dim();
+  if (x.head_stride() == dim && x.token_stride() == heads * dim) {
+    convert(x.row(b, t0, 0), dst, n * heads * dim);
+    return;
+  }
+  for (std::int64_t t = 0; t < n; ++t)
+    for (std::int64_t h = 0; h < heads; ++h)
+      convert(x.row(b, t0 + t, h), dst + (t * heads + h) * dim, dim);
+}
+
+}  // namespace detail
+
+template <class Storage>
+class KvCache {
+  static_assert(is_storage_type_v<Storage>,
+                "KvCache<Storage>: Storage must be float, bf16 or fp16");
+
+ public:
+  using storage_type = Storage;
+
+  // Throws std::invalid_argument unless every size is positive and the buffers' sizes fit in
+  // 64 bits; then allocates both buffers.
+  KvCache(std::int64_t batch, std::int64_t capacity, std::int64_t kv_groups, std::int64_t head_dim,
+          std::int64_t value_dim)
+      : batch_(batch),
+        capacity_(capacity),
+        kv_groups_(kv_groups),
+        head_dim_(head_dim),
+        value_dim_(value_dim) {
+    detail::require_positive(batch, "batch");
+    detail::require_positive(capacity, "capacity");
+    detail::require_positive(kv_groups, "kv_groups");
+    detail::require_positive(head_dim, "head_dim");
+    detail::require_positive(value_dim, "value_dim");
+    const std::int64_t k_size =
+        detail::checked_product("K cache size (batch * capacity * kv_groups * head_dim)", batch,
+                                capacity, kv_groups, head_dim);
+    const std::int64_t v_size =
+        detail::checked_product("V cache size (batch * capacity * kv_groups * value_dim)", batch,
+                                capacity, kv_groups, value_dim);
+    // One allocation; V starts on a cache line of its own.
+    v_offset_ = detail::round_up_to_lines<Storage>(k_size, "K cache size");
+    buffer_ = detail::AlignedBuffer<Storage>(detail::checked_add(v_offset_, v_size, "cache size"));
+    k_size_ = k_size;
+    v_size_ = v_size;
+  }
+
+  // value_dim = head_dim.
+  KvCache(std::int64_t batch, std::int64_t capacity, std::int64_t kv_groups, std::int64_t head_dim)
+      : KvCache(batch, capacity, kv_groups, head_dim, head_dim) {}
+
+  std::int64_t batch() const noexcept { return batch_; }
+  std::int64_t capacity() const noexcept { return capacity_; }
+  std::int64_t length() const noexcept { return length_; }
+  std::int64_t kv_groups() const noexcept { return kv_groups_; }
+  std::int64_t head_dim() const noexcept { return head_dim_; }
+  std::int64_t value_dim() const noexcept { return value_dim_; }
+
+  // Bytes one token of one sequence occupies: K and V of every group.
+  std::int64_t bytes_per_token() const noexcept {
+    return kv_groups_ * (head_dim_ + value_dim_) * static_cast<std::int64_t>(sizeof(Storage));
+  }
+
+  // Appends k [batch, n, kv_groups, head_dim] and v [batch, n, kv_groups, value_dim], n ≥ 1
+  // tokens for every sequence, narrowed to Storage. Any strides with a contiguous last axis.
+  // Throws std::invalid_argument, with the cache unchanged, if a shape differs from the cache's
+  // or the tokens do not fit.
+  void append(TensorView<const float> k, TensorView<const float> v) {
+    detail::check_kv_input(k, "append: k", batch_, kv_groups_, head_dim_, "head_dim");
+    detail::check_kv_input(v, "append: v", batch_, kv_groups_, value_dim_, "value_dim");
+    const std::int64_t n = k.tokens();
+    detail::require(v.tokens() == n, "append: k.tokens (", n, ") and v.tokens (", v.tokens(),
+                    ") differ");
+    detail::require(n <= capacity_ - length_, "append of ", n, " tokens to a cache holding ",
+                    length_, " of capacity ", capacity_);
+    for (std::int64_t b = 0; b < batch_; ++b) {
+      detail::store_tokens(k, b, 0, n,
+                           key_data() + (b * capacity_ + length_) * kv_groups_ * head_dim_);
+      detail::store_tokens(v, b, 0, n,
+                           value_data() + (b * capacity_ + length_) * kv_groups_ * value_dim_);
+    }
+    length_ += n;
+  }
+
+  // The filled part, [batch, length, kv_groups, head_dim] and [..., value_dim], with the strides
+  // of the full buffer (batch stride capacity·kv_groups·dim). With length 0 the views have no
+  // tokens: do not validate them, there is nothing to read.
+  TensorView<const Storage> keys() const noexcept {
+    return TensorView<const Storage>::strided(key_data(), k_size_, batch_, length_, kv_groups_,
+                                              head_dim_, capacity_ * kv_groups_ * head_dim_,
+                                              kv_groups_ * head_dim_, head_dim_);
+  }
+  TensorView<const Storage> values() const noexcept {
+    return TensorView<const Storage>::strided(value_data(), v_size_, batch_, length_, kv_groups_,
+                                              value_dim_, capacity_ * kv_groups_ * value_dim_,
+                                              kv_groups_ * value_dim_, value_dim_);
+  }
+
+  // Forgets every token; the memory stays allocated for the next sequences.
+  void clear() noexcept { length_ = 0; }
+
+ private:
+  Storage* key_data() const noexcept { return buffer_.data(); }
+  Storage* value_data() const noexcept { return buffer_.data() + v_offset_; }
+
+  std::int64_t batch_, capacity_, kv_groups_, head_dim_, value_dim_;
+  std::int64_t length_ = 0;
+  std::int64_t k_size_ = 0, v_size_ = 0, v_offset_ = 0;
+  detail::AlignedBuffer<Storage> buffer_;
+};
+
+}  // namespace MULTIHEAD_ISA_NAMESPACE
+}  // namespace multihead
