@@ -53,7 +53,7 @@ namespace detail {
 // out = x·Wᵀ (+ b) with the work split over threads: by rows of x when there are enough of
 // them, otherwise by output features, so one-token decode steps use every thread too. Each
 // thread runs one large product on its share, which Eigen does well.
-inline void project(const RowMatrix& x, const RowMatrix& w, const Eigen::VectorXf& bias,
+inline void project(const Eigen::Ref<const RowMatrix>& x, const RowMatrix& w, const Eigen::VectorXf& bias,
                     RowMatrix& out, int threads) {
   out.resize(x.rows(), w.rows());
   const bool by_rows = x.rows() >= 32 * static_cast<Eigen::Index>(threads);
@@ -178,10 +178,9 @@ class Attention {
     const std::int64_t tokens = x.rows() / batch;
     const int threads = resolve_threads(options.threads);
 
-    x_ = x;  // a plain matrix for the projections (no copy cost worth avoiding next to them)
-    detail::project(x_, wq_, bq_, q_, threads);
-    detail::project(x_, wk_, bk_, k_, threads);
-    detail::project(x_, wv_, bv_, v_, threads);
+    detail::project(x, wq_, bq_, q_, threads);
+    detail::project(x, wk_, bk_, k_, threads);
+    detail::project(x, wv_, bv_, v_, threads);
     attended_.resize(x.rows(), config_.heads * config_.v_dim());
 
     const std::int64_t d = config_.head_dim, dv = config_.v_dim();
@@ -248,8 +247,8 @@ class Attention {
   LayerConfig config_;
   RowMatrix wq_, wk_, wv_, wo_;
   Eigen::VectorXf bq_, bk_, bv_, bo_;
-  // Workspaces reused across calls: x, its projections and the attended heads.
-  RowMatrix x_, q_, k_, v_, attended_;
+  // Workspaces reused across calls: the projections of x and the attended heads.
+  RowMatrix q_, k_, v_, attended_;
 };
 
 using MHA = Attention<variant::MultiHead>;

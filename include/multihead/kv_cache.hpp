@@ -53,6 +53,14 @@ class AlignedBuffer {
   std::int64_t size_ = 0;
 };
 
+// What both caches require of a token's K/V rows: positive group count and dims.
+inline void check_cache_dims(std::int64_t kv_groups, std::int64_t head_dim,
+                             std::int64_t value_dim) {
+  require_positive(kv_groups, "kv_groups");
+  require_positive(head_dim, "head_dim");
+  require_positive(value_dim, "value_dim");
+}
+
 // n rounded up to whole cache lines of T, so that consecutive blocks stay 64-byte aligned.
 template <class T>
 std::int64_t round_up_to_lines(std::int64_t n, const char* what) {
@@ -108,9 +116,7 @@ class KvCache {
         value_dim_(value_dim) {
     detail::require_positive(batch, "batch");
     detail::require_positive(capacity, "capacity");
-    detail::require_positive(kv_groups, "kv_groups");
-    detail::require_positive(head_dim, "head_dim");
-    detail::require_positive(value_dim, "value_dim");
+    detail::check_cache_dims(kv_groups, head_dim, value_dim);
     const std::int64_t k_size =
         detail::checked_product("K cache size (batch * capacity * kv_groups * head_dim)", batch,
                                 capacity, kv_groups, head_dim);

@@ -40,9 +40,7 @@ class PagedKvCache {
         value_dim_(value_dim) {
     detail::require_positive(num_blocks, "num_blocks");
     detail::require_positive(block_size, "block_size");
-    detail::require_positive(kv_groups, "kv_groups");
-    detail::require_positive(head_dim, "head_dim");
-    detail::require_positive(value_dim, "value_dim");
+    detail::check_cache_dims(kv_groups, head_dim, value_dim);
     // Blocks are padded to whole cache lines so that every block starts 64-byte aligned.
     key_block_stride_ = detail::round_up_to_lines<Storage>(
         detail::checked_product("K block size (block_size * kv_groups * head_dim)", block_size,
