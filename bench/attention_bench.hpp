@@ -23,12 +23,8 @@ using AttentionKernel =
     std::function<void(const AttentionViews& views, const multihead::KernelOptions& options)>;
 
 // Registers <path>/<shape>/threads:<n> for every shape of `shapes` and every n of
-// thread_counts(), in that order. Each reports the counters
-//   flops     the useful work per second (Shape::flops)
-//   bytes     the compulsory traffic per second (Shape::bytes)
-//   roofline  max(flops / peak flops, bytes / peak bandwidth) / time: the fraction of what the
-//             machine could do on that many threads, from peaks measured in the same process
-// and a label naming the roof that binds (fma or read) and its value.
+// thread_counts(), in that order. Each reports the counters of report_roofline() (flops,
+// bytes, roofline and the binding roof) for Shape::flops and Shape::bytes.
 void register_attention(const std::string& path, AttentionKernel kernel,
                         const std::vector<Shape>& shapes = prefill_shapes());
 

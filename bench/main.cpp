@@ -1,11 +1,20 @@
 // multihead_bench: the machine's peaks first, then every kernel on every shape, each figure read
-// as a fraction of those peaks (the `roofline` counter). Run with --benchmark_filter=<regex> to
-// pick benchmarks, e.g. --benchmark_filter='peak|reference/P1'.
+// as a fraction of those peaks (the `roofline` counter). Every name ends in /threads:<n>:
+//   peak/fma, peak/read                  the roofs (peak_bench.hpp)
+//   reference/<shape>, fused/<shape>     prefill attention on P1, P2, P2-MQA (shapes.hpp)
+//   decode/D1/<cache>                    one generation step of D1 over a KvCache of <cache>
+//                                        = fp32, bf16 or fp16 (decode_bench.hpp)
+//   decode/D1-paged16/<cache>            the same over a PagedKvCache of 16-token blocks
+//   decode/D1-len/<cache>/L:<L>          D1 over L = 1024 to 65536 tokens of context
+//   decode/D2/<cache>                    MQA over 32768 tokens of context
+// Run with --benchmark_filter=<regex> to pick benchmarks, e.g. --benchmark_filter='peak|fused/P1'
+// or --benchmark_filter='peak|decode/D1'.
 #include <benchmark/benchmark.h>
 
 #include <multihead/multihead.hpp>
 
 #include "attention_bench.hpp"
+#include "decode_bench.hpp"
 #include "peak_bench.hpp"
 
 int main(int argc, char** argv) {
@@ -24,6 +33,8 @@ int main(int argc, char** argv) {
                                         const multihead::KernelOptions& options) {
     multihead::fused_attention(a.q, a.k, a.v, a.o, options);
   });
+  // decode_attention over KV caches of each storage type, contiguous and paged.
+  bench::register_decode_benchmarks();
 
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

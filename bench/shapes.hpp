@@ -1,6 +1,7 @@
 // The attention shapes the kernels are benchmarked on, and the work each one represents.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -29,9 +30,11 @@ struct Shape {
     return causal ? full / 2 : full;
   }
 
-  // The compulsory traffic: Q, K and V read once and O written once, fp32.
-  double bytes() const {
-    return static_cast<double>(sizeof(float)) * (2.0 * q_elements() + 2.0 * kv_elements());
+  // The compulsory traffic: Q, K and V read once and O written once; Q and O are fp32, K and V
+  // elements take kv_element_bytes (a KV cache's storage: 2 for bf16 and fp16).
+  double bytes(std::size_t kv_element_bytes = sizeof(float)) const {
+    return static_cast<double>(sizeof(float)) * 2.0 * q_elements() +
+           static_cast<double>(kv_element_bytes) * 2.0 * kv_elements();
   }
 };
 
@@ -54,6 +57,28 @@ inline const std::vector<Shape>& prefill_shapes() {
       // as PaLM and Falcon-7B). The same flops as P2 over 1/32 of the K/V: a kernel that stacks
       // the heads sharing a K/V head must run it at least as fast per flop as P2.
       {"P2-MQA", 1, 32, 1, 128, 1024, 1024, false},
+  };
+  return shapes;
+}
+
+// Decode shapes: one new token (lq = 1) attending over a long KV cache, as every generation step
+// of an LLM does. Each K/V element is used for 2·heads/groups flops only, so unless the query
+// heads sharing a K/V head are many, decoding is bound by reading the cache; decode_bench.cpp
+// runs them over caches of each storage type, which changes the bytes, not the flops.
+inline const std::vector<Shape>& decode_shapes() {
+  static const std::vector<Shape> shapes = {
+      // D1: P1's Llama-3-8B layer (32 query heads, 8 K/V heads, d = 128) generating at 8192
+      // tokens of context. 4 heads per K/V head: 2 flops per fp32 byte, 4 per bf16 byte, below
+      // the ridge point of common CPUs (peak flops over peak bandwidth, some 5 to 20), so
+      // memory-bound; the cache (64 MiB in fp32, 32 MiB in bf16) is larger than most last-level
+      // caches, so every step streams it from memory.
+      {"D1", 1, 32, 8, 128, 1, 8192, false},
+      // D2: multi-query attention (32 query heads, 1 K/V head, d = 128, as PaLM and Falcon)
+      // over 32768 tokens. 32 heads per K/V head: 16 flops per fp32 byte, 32 per bf16 byte, at
+      // or above the ridge point, so compute-bound (the label says which roof binds on the
+      // machine at hand): a kernel that reads each K/V row once for all 32 heads is measured by
+      // its FMA rate, one that reads it once per head moves 32 times the bytes.
+      {"D2", 1, 32, 1, 128, 1, 32768, false},
   };
   return shapes;
 }

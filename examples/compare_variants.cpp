@@ -1,11 +1,21 @@
 // compare_variants: builds MHA, GQA and MQA layers of one model size and compares what they cost:
-// parameters, KV-cache bytes per token, and the time of a prefill over random input.
+// parameters and the time of a prefill over random input; then, per KV-cache storage (fp32,
+// bf16), the cache's bytes per token and at a context length, and the time of a decode step —
+// one token through the whole layer (projections, cache append, attention over the context).
 //
-//   compare_variants [--model-dim N] [--heads N] [--groups N] [--tokens N] [--threads N]
+//   compare_variants [--model-dim N] [--heads N] [--groups N] [--tokens N] [--context N]
+//                    [--threads N] [--kernel fused|reference]
+//
+// The cache is filled with random K/V directly (a prefill of the whole context would take longer
+// than the decode it sets up and measure nothing new); the steps then run through
+// Attention::forward(x, cache, y). A decode step reads all weights and the whole cache once and
+// does little arithmetic per byte, so it is memory-bound: GB/s is those bytes over the step's time,
+// to hold against the machine's read bandwidth.
 #include <multihead/multihead.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +29,7 @@ struct Settings {
   long long heads = 32;
   long long groups = 8;   // the GQA layer's KV groups
   long long tokens = 512;
+  long long context = 8192;  // tokens in the KV cache when decoding
   int threads = 0;        // 0: all OpenMP threads
   multihead::KernelChoice kernel = multihead::KernelChoice::fused;
 };
@@ -26,13 +37,15 @@ struct Settings {
 void print_usage(std::FILE* out) {
   std::fprintf(out,
                "usage: compare_variants [options]\n"
-               "Compares MHA, GQA and MQA layers of the same model size on a prefill.\n"
+               "Compares MHA, GQA and MQA layers of the same model size on a prefill and on\n"
+               "decode steps over fp32 and bf16 KV caches.\n"
                "  --model-dim N  model dimension (default 4096)\n"
                "  --heads N      query heads; head dim = model dim / heads (default 32)\n"
                "  --groups N     KV groups of the GQA layer (default 8)\n"
                "  --tokens N     prefill length (default 512)\n"
+               "  --context N    tokens in the KV cache when decoding (default 8192)\n"
                "  --threads N    threads, 0 for all (default 0)\n"
-               "  --kernel K     attention kernel: fused or reference (default fused)\n"
+               "  --kernel K     prefill kernel: fused or reference (default fused)\n"
                "  --help         this text\n");
 }
 
@@ -59,6 +72,7 @@ bool parse(int argc, char** argv, Settings& settings, bool& help) {
                         : flag == "--heads"   ? &settings.heads
                         : flag == "--groups"  ? &settings.groups
                         : flag == "--tokens"  ? &settings.tokens
+                        : flag == "--context" ? &settings.context
                                               : nullptr;
     long long threads = 0;
     if (flag == "--threads") target = &threads;
@@ -83,33 +97,100 @@ bool parse(int argc, char** argv, Settings& settings, bool& help) {
   return true;
 }
 
-struct Row {
+// Times of a prefill and of decode steps: medians over this many runs, after the warm-ups.
+constexpr int kPrefillRuns = 3, kPrefillWarmups = 1;
+constexpr int kDecodeSteps = 16, kDecodeWarmups = 2;
+
+double median(std::vector<double> times) {
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+template <class F>
+double seconds(F&& run) {
+  const auto start = std::chrono::steady_clock::now();
+  run();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+struct PrefillRow {
   std::string name;
-  long long heads, groups, parameters, kv_bytes_per_token;
-  double prefill_seconds;
+  long long heads, groups, parameters;
+  double seconds;
 };
 
-// Median wall time of a few prefills, after one that warms up caches and workspaces.
+struct DecodeRow {
+  std::string name, storage;
+  long long kv_bytes_per_token;
+  double seconds;
+  double bytes_read;  // per step: the fp32 weights and the cache at the context length
+};
+
 template <class Layer>
-Row measure(const char* name, const multihead::LayerConfig& config, const Settings& settings) {
+PrefillRow measure_prefill(const char* name, Layer& layer, const Settings& settings) {
   using namespace multihead;
-  Layer layer(config);
-  layer.init_random(42);
-  const RowMatrix x = RowMatrix::Random(settings.tokens, config.model_dim);
+  const RowMatrix x = RowMatrix::Random(settings.tokens, layer.config().model_dim);
   RowMatrix y;
   ForwardOptions options;
   options.threads = settings.threads;
   options.kernel = settings.kernel;
-  layer.forward(x, y, options);
   std::vector<double> times;
-  for (int run = 0; run < 3; ++run) {
-    const auto start = std::chrono::steady_clock::now();
-    layer.forward(x, y, options);
-    times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  for (int run = 0; run < kPrefillWarmups + kPrefillRuns; ++run) {
+    const double t = seconds([&] { layer.forward(x, y, options); });
+    if (run >= kPrefillWarmups) times.push_back(t);
   }
-  std::sort(times.begin(), times.end());
-  return {name, config.heads, config.kv_groups, layer.parameter_count(),
-          layer.kv_cache_bytes_per_token(), times[times.size() / 2]};
+  const LayerConfig& c = layer.config();
+  return {name, c.heads, c.kv_groups, layer.parameter_count(), median(times)};
+}
+
+// Appends `tokens` tokens of random K/V to the cache, a chunk at a time from one random chunk.
+template <class Storage>
+void fill_cache(multihead::KvCache<Storage>& cache, std::int64_t tokens) {
+  using multihead::TensorView;
+  constexpr std::int64_t kChunk = 256;
+  const std::int64_t groups = cache.kv_groups(), d = cache.head_dim(), dv = cache.value_dim();
+  const Eigen::VectorXf k = Eigen::VectorXf::Random(kChunk * groups * d);
+  const Eigen::VectorXf v = Eigen::VectorXf::Random(kChunk * groups * dv);
+  for (std::int64_t done = 0; done < tokens;) {
+    const std::int64_t n = std::min(kChunk, tokens - done);
+    cache.append(TensorView<const float>(k.data(), n * groups * d, 1, n, groups, d),
+                 TensorView<const float>(v.data(), n * groups * dv, 1, n, groups, dv));
+    done += n;
+  }
+}
+
+// Median time of single-token steps of one sequence over a cache holding `context` tokens.
+template <class Storage, class Layer>
+DecodeRow measure_decode(const char* name, const char* storage, Layer& layer,
+                         const Settings& settings) {
+  using namespace multihead;
+  const LayerConfig& c = layer.config();
+  KvCache<Storage> cache(1, settings.context + kDecodeWarmups + kDecodeSteps, c.kv_groups,
+                         c.head_dim, c.v_dim());
+  fill_cache(cache, settings.context);
+  const RowMatrix x = RowMatrix::Random(1, c.model_dim);
+  RowMatrix y;
+  ForwardOptions options;
+  options.threads = settings.threads;
+  std::vector<double> times;
+  for (int step = 0; step < kDecodeWarmups + kDecodeSteps; ++step) {
+    const double t = seconds([&] { layer.forward(x, cache, y, options); });
+    if (step >= kDecodeWarmups) times.push_back(t);
+  }
+  const double bytes = 4.0 * static_cast<double>(layer.parameter_count()) +
+                       static_cast<double>(cache.bytes_per_token()) * settings.context;
+  return {name, storage, cache.bytes_per_token(), median(times), bytes};
+}
+
+// One layer of the variant: its prefill, then decoding over an fp32 and a bf16 cache.
+template <class Layer>
+void measure(const char* name, const multihead::LayerConfig& config, const Settings& settings,
+             std::vector<PrefillRow>& prefill, std::vector<DecodeRow>& decode) {
+  Layer layer(config);
+  layer.init_random(42);
+  prefill.push_back(measure_prefill(name, layer, settings));
+  decode.push_back(measure_decode<float>(name, "fp32", layer, settings));
+  decode.push_back(measure_decode<multihead::bf16>(name, "bf16", layer, settings));
 }
 
 }  // namespace
@@ -138,31 +219,52 @@ int main(int argc, char** argv) {
   config.head_dim = settings.model_dim / settings.heads;
   config.causal = true;
 
-  std::vector<Row> rows;
+  if (settings.tokens <= 0 || settings.context <= 0) {
+    std::fprintf(stderr, "compare_variants: tokens (%lld) and context (%lld) must be positive\n",
+                 settings.tokens, settings.context);
+    return 2;
+  }
+
+  std::vector<PrefillRow> prefill;
+  std::vector<DecodeRow> decode;
   try {
     config.kv_groups = settings.heads;
-    rows.push_back(measure<MHA>("MHA", config, settings));
+    measure<MHA>("MHA", config, settings, prefill, decode);
     config.kv_groups = settings.groups;
-    rows.push_back(measure<GQA>("GQA", config, settings));
+    measure<GQA>("GQA", config, settings, prefill, decode);
     config.kv_groups = 1;
-    rows.push_back(measure<MQA>("MQA", config, settings));
+    measure<MQA>("MQA", config, settings, prefill, decode);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "compare_variants: %s\n", error.what());
     return 2;
   }
 
-  std::printf("multihead compare_variants: model dim %lld, %lld heads of dim %lld, prefill of %lld "
-              "tokens, causal, fp32, %s kernel, %d threads, %s path\n\n",
+  std::printf("multihead compare_variants: model dim %lld, %lld heads of dim %lld, causal, fp32 "
+              "weights, %s prefill kernel, %d threads, %s path\n\n",
               settings.model_dim, settings.heads, static_cast<long long>(config.head_dim),
-              settings.tokens,
               settings.kernel == KernelChoice::fused ? "fused" : "reference",
               resolve_threads(settings.threads), isa_name());
-  std::printf("%-8s %6s %10s %12s %16s %12s %12s\n", "variant", "heads", "kv groups",
-              "parameters", "KV bytes/token", "prefill ms", "tokens/s");
-  for (const Row& row : rows)
-    std::printf("%-8s %6lld %10lld %11.1fM %16lld %12.1f %12.0f\n", row.name.c_str(), row.heads,
-                row.groups, row.parameters / 1e6, row.kv_bytes_per_token,
-                row.prefill_seconds * 1e3, settings.tokens / row.prefill_seconds);
-  std::printf("\nKV bytes/token: K and V of one layer in fp32. Times: median of 3 prefills.\n");
+  std::printf("Prefill of %lld tokens:\n", settings.tokens);
+  std::printf("%-8s %6s %10s %12s %12s %12s\n", "variant", "heads", "kv groups", "parameters",
+              "prefill ms", "tokens/s");
+  for (const PrefillRow& row : prefill)
+    std::printf("%-8s %6lld %10lld %11.1fM %12.1f %12.0f\n", row.name.c_str(), row.heads,
+                row.groups, row.parameters / 1e6, row.seconds * 1e3,
+                settings.tokens / row.seconds);
+
+  std::printf("\nDecode, one sequence, one token per step, at a context of %lld tokens:\n",
+              settings.context);
+  std::printf("%-8s %6s %16s %16s %12s %12s %10s\n", "variant", "cache", "KV bytes/token",
+              "KV MiB @context", "ms/token", "tokens/s", "GB/s");
+  for (const DecodeRow& row : decode)
+    std::printf("%-8s %6s %16lld %16.1f %12.3f %12.1f %10.1f\n", row.name.c_str(),
+                row.storage.c_str(), row.kv_bytes_per_token,
+                static_cast<double>(row.kv_bytes_per_token) * settings.context / (1 << 20),
+                row.seconds * 1e3, 1.0 / row.seconds, row.bytes_read / row.seconds / 1e9);
+
+  std::printf("\nKV bytes: K and V of one layer. Prefill: median of %d runs. Decode: median of %d "
+              "steps; a step runs the whole layer\nand reads the cache with decode_attention. "
+              "GB/s: the fp32 weights and the cache a step reads, over its time.\n",
+              kPrefillRuns, kDecodeSteps);
   return 0;
 }

@@ -37,9 +37,17 @@ struct Kernel {
   KernelFunction run;
 };
 
+// The decode kernel over float K/V views (its cache overloads are tested in test_decode.cpp).
+inline void decode_over_views(const TensorView<const float>& q, const TensorView<const float>& k,
+                              const TensorView<const float>& v, const TensorView<float>& o,
+                              const KernelOptions& options, LseOutput lse) {
+  multihead::decode_attention<float>(q, k, v, o, options, lse);
+}
+
 inline constexpr Kernel kFused{"fused", &multihead::fused_attention};
 inline constexpr Kernel kReference{"reference", &multihead::reference_attention};
-inline constexpr Kernel kKernels[] = {kFused, kReference};
+inline constexpr Kernel kDecode{"decode", &decode_over_views};
+inline constexpr Kernel kKernels[] = {kFused, kReference, kDecode};
 
 // gtest prints a parameter of this type in failure messages and --gtest_list_tests by its name.
 inline void PrintTo(const Kernel& kernel, std::ostream* out) { *out << kernel.name; }

@@ -1,8 +1,9 @@
-// Every attention kernel (kernel_testing::kKernels: the fused kernel and the reference) against
-// the independent naive oracle (tests/naive_reference.hpp), under the accuracy standard:
-// max|lib - double| <= 2 * max|naive fp32 - double| + 1e-6, for the output and the log-sum-exp
-// alike. Each test runs once per kernel; its name ends in the kernel's name (…/fused,
-// …/reference) or, for the sweeps, starts its parameter name (…/fused_h8g2_d64_len129_causal).
+// Every attention kernel (kernel_testing::kKernels: the fused kernel, the reference and the
+// decode kernel over float views) against the independent naive oracle (naive_reference.hpp),
+// under the accuracy standard: max|lib - double| <= 2 * max|naive fp32 - double| + 1e-6, for the
+// output and the log-sum-exp alike. Each test runs once per kernel; its name ends in the
+// kernel's name (…/fused, …/reference, …/decode) or, for the sweeps, starts its parameter name
+// (…/fused_h8g2_d64_len129_causal).
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -7,6 +7,15 @@
 //   Wv [kv_groups·value_dim, model_dim] Wo [model_dim, heads·value_dim]
 // The input x is [batch·tokens, model_dim], batch-major (the rows of sequence 0, then 1, ...).
 // Q = x·Wqᵀ is then exactly the [batch, tokens, heads, head_dim] layout the kernels read.
+//
+// Two ways to run a layer:
+//   forward(x, y)         the whole sequences at once (training, scoring, a one-shot prefill);
+//   forward(x, cache, y)  incrementally, as a decoder generates: x holds the next tokens of each
+//                         sequence, their K/V go into a KvCache and their queries attend over
+//                         everything cached. Prefilling N tokens and then stepping M single
+//                         tokens gives the outputs of one causal forward over the N + M tokens
+//                         (equal up to fp32 summation order with a float cache; a bf16 or fp16
+//                         cache rounds K and V once, on the way in).
 #pragma once
 
 #include <Eigen/Core>
@@ -16,7 +25,9 @@
 #include <type_traits>
 
 #include "config.hpp"
+#include "decode.hpp"
 #include "fused.hpp"
+#include "kv_cache.hpp"
 #include "parallel.hpp"
 #include "reference.hpp"
 #include "variant.hpp"
@@ -39,11 +50,14 @@ inline const char* projection_name(Projection p) {
 }
 
 // Which attention kernel a layer runs: the fused kernel (fused.hpp), or the reference
-// (reference.hpp), the plain oracle kept for checking and comparison.
+// (reference.hpp), the plain oracle kept for checking and comparison. With a KV cache the choice
+// applies to a prefill into an empty cache; later calls read the cache with decode_attention.
 enum class KernelChoice { fused, reference };
 
 struct ForwardOptions {
-  std::int64_t batch = 1;  // x holds batch sequences of x.rows() / batch tokens each
+  // x holds batch sequences of x.rows() / batch tokens each. With a KV cache the batch is the
+  // cache's: leave this at 1 or set it to cache.batch().
+  std::int64_t batch = 1;
   int threads = 0;         // 0: all OpenMP threads
   KernelChoice kernel = KernelChoice::fused;
 };
@@ -167,37 +181,69 @@ class Attention {
   // calls of one shape allocate nothing.
   void forward(const Eigen::Ref<const RowMatrix>& x, RowMatrix& y,
                const ForwardOptions& options = {}) {
+    check_input(x, options.batch, options.threads);
+    const std::int64_t batch = options.batch, tokens = x.rows() / batch;
+    const int threads = resolve_threads(options.threads);
+    project_inputs(x, threads);
+    attend_fresh(batch, tokens, options.kernel, threads);
+    detail::project(attended_, wo_, bo_, y, threads);
+  }
+
+  // Incremental forward: x [cache.batch()·tokens, model_dim] holds the next `tokens` tokens of
+  // each of the cache's sequences, batch-major (options.batch: 1, meaning the cache's, or
+  // cache.batch()). Appends their K and V to the cache, attends their queries over all
+  // cache.length() tokens (causal per config, bottom-right aligned, so the new tokens are the last
+  // ones), and writes y [x.rows(), model_dim]. A prefill of N tokens into an empty cache followed
+  // by M single-token steps gives what forward(x) gives over the N + M tokens with the causal mask.
+  //
+  // A call into an empty cache (a prefill) attends over the fresh fp32 K/V with options.kernel,
+  // as engines do: that is forward(x)'s work, and it does not read back what a bf16 or fp16 cache
+  // has just rounded. Every later call (decode steps, further prefill chunks) runs
+  // decode_attention over the cache.
+  //
+  // x, options and the cache's shape and free capacity are all checked before anything is
+  // written: on std::invalid_argument the cache and y are as they were. Workspaces are reused,
+  // so steps of one shape allocate nothing here.
+  template <class Storage>
+  void forward(const Eigen::Ref<const RowMatrix>& x, KvCache<Storage>& cache, RowMatrix& y,
+               const ForwardOptions& options = {}) {
     using detail::require;
-    require(x.cols() == config_.model_dim, "x.cols (", x.cols(), ") must equal model_dim (",
-            config_.model_dim, ")");
-    require(options.batch > 0, "batch (", options.batch, ") must be positive");
-    require(x.rows() > 0 && x.rows() % options.batch == 0, "x.rows (", x.rows(),
-            ") must be a positive multiple of batch (", options.batch, ")");
-    require(options.threads >= 0, "threads (", options.threads, ") must not be negative");
-    const std::int64_t batch = options.batch;
+    const std::int64_t batch = cache.batch();
+    require(options.batch == 1 || options.batch == batch, "batch (", options.batch,
+            ") must be 1 (take the cache's) or the cache's batch (", batch, ")");
+    require(cache.kv_groups() == config_.kv_groups, "cache kv_groups (", cache.kv_groups(),
+            ") must equal the layer's kv_groups (", config_.kv_groups, ")");
+    require(cache.head_dim() == config_.head_dim, "cache head_dim (", cache.head_dim(),
+            ") must equal the layer's head_dim (", config_.head_dim, ")");
+    require(cache.value_dim() == config_.v_dim(), "cache value_dim (", cache.value_dim(),
+            ") must equal the layer's value_dim (", config_.v_dim(), ")");
+    check_input(x, batch, options.threads);
     const std::int64_t tokens = x.rows() / batch;
+    const std::int64_t room = cache.capacity() - cache.length();
+    require(tokens <= room, "x holds ", tokens, " tokens per sequence but the cache has room for ",
+            room, " (length ", cache.length(), " of capacity ", cache.capacity(), ")");
     const int threads = resolve_threads(options.threads);
 
-    detail::project(x, wq_, bq_, q_, threads);
-    detail::project(x, wk_, bk_, k_, threads);
-    detail::project(x, wv_, bv_, v_, threads);
-    attended_.resize(x.rows(), config_.heads * config_.v_dim());
-
-    const std::int64_t d = config_.head_dim, dv = config_.v_dim();
-    const TensorView<const float> q(q_.data(), q_.size(), batch, tokens, config_.heads, d);
-    const TensorView<const float> k(k_.data(), k_.size(), batch, tokens, config_.kv_groups, d);
-    const TensorView<const float> v(v_.data(), v_.size(), batch, tokens, config_.kv_groups, dv);
-    const TensorView<float> o(attended_.data(), attended_.size(), batch, tokens, config_.heads, dv);
-    KernelOptions kernel;
-    kernel.scale = config_.scale;
-    kernel.causal = config_.causal;
-    kernel.threads = threads;
-    if (options.kernel == KernelChoice::reference)
-      reference_attention(q, k, v, o, kernel);
-    else
-      fused_attention(q, k, v, o, kernel);
-
+    project_inputs(x, threads);
+    const bool prefill = cache.length() == 0;
+    cache.append(view(k_, batch, tokens, config_.kv_groups, config_.head_dim),
+                 view(v_, batch, tokens, config_.kv_groups, config_.v_dim()));
+    if (prefill) {
+      attend_fresh(batch, tokens, options.kernel, threads);
+    } else {
+      decode_attention(view(q_, batch, tokens, config_.heads, config_.head_dim), cache,
+                       output_view(batch, tokens), kernel_options(threads));
+    }
     detail::project(attended_, wo_, bo_, y, threads);
+  }
+
+  // As above, returning y.
+  template <class Storage>
+  RowMatrix forward(const Eigen::Ref<const RowMatrix>& x, KvCache<Storage>& cache,
+                    const ForwardOptions& options = {}) {
+    RowMatrix y;
+    forward(x, cache, y, options);
+    return y;
   }
 
   // Learned parameters: the four weights and, when configured, their biases.
@@ -238,6 +284,56 @@ class Attention {
                     " shape [", rows, ", ", cols, "] must be [out_features, in_features] = [",
                     out_features(p), ", ", in_features(p), "]");
   }
+
+  // The checks both forwards run on x and the options before touching anything.
+  void check_input(const Eigen::Ref<const RowMatrix>& x, std::int64_t batch, int threads) const {
+    using detail::require;
+    require(x.cols() == config_.model_dim, "x.cols (", x.cols(), ") must equal model_dim (",
+            config_.model_dim, ")");
+    require(batch > 0, "batch (", batch, ") must be positive");
+    require(x.rows() > 0 && x.rows() % batch == 0, "x.rows (", x.rows(),
+            ") must be a positive multiple of batch (", batch, ")");
+    require(threads >= 0, "threads (", threads, ") must not be negative");
+  }
+
+  // Q, K and V of x into the workspaces, and room for the attended heads.
+  void project_inputs(const Eigen::Ref<const RowMatrix>& x, int threads) {
+    detail::project(x, wq_, bq_, q_, threads);
+    detail::project(x, wk_, bk_, k_, threads);
+    detail::project(x, wv_, bv_, v_, threads);
+    attended_.resize(x.rows(), config_.heads * config_.v_dim());
+  }
+
+  // A workspace [batch·tokens, heads·dim] seen as the kernels' [batch, tokens, heads, dim].
+  static TensorView<const float> view(const RowMatrix& m, std::int64_t batch, std::int64_t tokens,
+                                      std::int64_t heads, std::int64_t dim) {
+    return TensorView<const float>(m.data(), m.size(), batch, tokens, heads, dim);
+  }
+  TensorView<float> output_view(std::int64_t batch, std::int64_t tokens) {
+    return TensorView<float>(attended_.data(), attended_.size(), batch, tokens, config_.heads,
+                             config_.v_dim());
+  }
+
+  KernelOptions kernel_options(int threads) const {
+    KernelOptions kernel;
+    kernel.scale = config_.scale;
+    kernel.causal = config_.causal;
+    kernel.threads = threads;
+    return kernel;
+  }
+
+  // Attention of the projected tokens over themselves, into attended_.
+  void attend_fresh(std::int64_t batch, std::int64_t tokens, KernelChoice choice, int threads) {
+    const std::int64_t d = config_.head_dim, dv = config_.v_dim();
+    const auto q = view(q_, batch, tokens, config_.heads, d);
+    const auto k = view(k_, batch, tokens, config_.kv_groups, d);
+    const auto v = view(v_, batch, tokens, config_.kv_groups, dv);
+    if (choice == KernelChoice::reference)
+      reference_attention(q, k, v, output_view(batch, tokens), kernel_options(threads));
+    else
+      fused_attention(q, k, v, output_view(batch, tokens), kernel_options(threads));
+  }
+
   static void check_buffer(const char* name, const float* data, std::int64_t size,
                            std::int64_t expected) {
     detail::require(data != nullptr, name, ": data is null");

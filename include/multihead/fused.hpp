@@ -73,7 +73,7 @@ template <class Ops, int D, int DV>
 struct FusedKernel {
   using T = Tiles<Ops, D, DV>;
   using V = typename Ops::V;
-  static constexpr int W = Ops::W, NV = Ops::NV, BR = T::BR, BC = T::BC;
+  static constexpr int W = Ops::W, NV = T::NV, BR = T::BR, BC = T::BC;
 
   // Packs rows [r0, r0 + rows) of group g's (position, head in group) row space into Qt and
   // records each row's last visible key. Padding rows repeat the last real row's limit and have

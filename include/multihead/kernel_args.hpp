@@ -1,6 +1,7 @@
 // The arguments every attention kernel takes, and the one check they all run at the door.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -31,13 +32,32 @@ struct KernelOptions {
 // contiguous, natural logarithm of sum_j exp(scale · q·k_j). Empty means "not wanted".
 using LseOutput = Span<float>;
 
+namespace detail {
+
+inline void check_lse_and_options(const KernelShape& shape, const LseOutput& lse,
+                                  const KernelOptions& options) {
+  if (lse.data != nullptr || lse.size != 0) {
+    const std::int64_t rows = checked_product("lse size (batch * heads * q_len)", shape.batch,
+                                              shape.heads, shape.q_len);
+    require(lse.data != nullptr, "lse: data is null but size is ", lse.size);
+    require(lse.size == rows, "lse: buffer size (", lse.size,
+            ") does not match [batch, heads, q_len] = [", shape.batch, ", ", shape.heads, ", ",
+            shape.q_len, "] (", rows, " elements)");
+  }
+  if (options.scale)
+    require(std::isfinite(*options.scale), "scale (", *options.scale, ") must be finite");
+  require(options.threads >= 0, "threads (", options.threads, ") must not be negative");
+}
+
+}  // namespace detail
+
 // Checks every argument of a kernel call and returns its shape; throws std::invalid_argument
-// naming the offending argument and values before anything is written.
-inline KernelShape check_kernel_args(const TensorView<const float>& q,
-                                     const TensorView<const float>& k,
-                                     const TensorView<const float>& v,
-                                     const TensorView<float>& o, const LseOutput& lse,
-                                     const KernelOptions& options) {
+// naming the offending argument and values before anything is written. KV: the element type of
+// K and V (float, or a cache's bf16 / fp16).
+template <class KV>
+KernelShape check_kernel_args(const TensorView<const float>& q, const TensorView<const KV>& k,
+                              const TensorView<const KV>& v, const TensorView<float>& o,
+                              const LseOutput& lse, const KernelOptions& options) {
   using detail::require;
   q.validate("q");
   k.validate("k");
@@ -67,19 +87,37 @@ inline KernelShape check_kernel_args(const TensorView<const float>& q,
   shape.head_dim = q.dim();
   shape.value_dim = v.dim();
   shape.validate();
+  detail::check_lse_and_options(shape, lse, options);
+  return shape;
+}
 
-  if (lse.data != nullptr || lse.size != 0) {
-    const std::int64_t rows =
-        detail::checked_product("lse size (batch * heads * q_len)", shape.batch, shape.heads,
-                                shape.q_len);
-    require(lse.data != nullptr, "lse: data is null but size is ", lse.size);
-    require(lse.size == rows, "lse: buffer size (", lse.size,
-            ") does not match [batch, heads, q_len] = [", shape.batch, ", ", shape.heads, ", ",
-            shape.q_len, "] (", rows, " elements)");
-  }
-  if (options.scale)
-    require(std::isfinite(*options.scale), "scale (", *options.scale, ") must be finite");
-  require(options.threads >= 0, "threads (", options.threads, ") must not be negative");
+// The checks of a call over a KV cache: q and o against the cache's extents (batch, kv_groups,
+// head_dim, value_dim in `cache`; kv_len is the longest sequence and may be 0), lse and options.
+// Returns the call's shape.
+inline KernelShape check_cache_call_args(const TensorView<const float>& q,
+                                         const TensorView<float>& o, const LseOutput& lse,
+                                         const KernelOptions& options, KernelShape cache) {
+  using detail::require;
+  q.validate("q");
+  o.validate("o");
+  o.validate_no_overlap("o");
+  require(q.batch() == cache.batch && o.batch() == cache.batch, "batch sizes differ: q (",
+          q.batch(), "), cache (", cache.batch, "), o (", o.batch(), ")");
+  require(o.tokens() == q.tokens(), "o.tokens (", o.tokens(), ") must equal q.tokens (",
+          q.tokens(), ")");
+  require(o.heads() == q.heads(), "o.heads (", o.heads(), ") must equal q.heads (", q.heads(),
+          ")");
+  require(q.dim() == cache.head_dim, "q.dim (", q.dim(), ") must equal the cache's head_dim (",
+          cache.head_dim, ")");
+  require(o.dim() == cache.value_dim, "o.dim (", o.dim(), ") must equal the cache's value_dim (",
+          cache.value_dim, ")");
+  KernelShape shape = cache;
+  shape.q_len = q.tokens();
+  shape.heads = q.heads();
+  shape.kv_len = std::max<std::int64_t>(cache.kv_len, 1);  // an empty cache is valid
+  shape.validate();
+  shape.kv_len = cache.kv_len;
+  detail::check_lse_and_options(shape, lse, options);
   return shape;
 }
 

@@ -25,26 +25,39 @@ namespace detail {
 // where the hardware prefetchers stop. The next operand's rows are requested a few at a time
 // while the current product runs, so the misses overlap the FMAs.
 struct TilePrefetch {
-  const float* base = nullptr;
-  std::int64_t stride = 0, rows = 0, length = 0;  // length: floats per row
+  const char* base = nullptr;
+  std::int64_t stride = 0, rows = 0, bytes = 0;  // stride and bytes per row, in bytes
 
-  // Requests part i of `parts` equal shares of the rows.
+  TilePrefetch() = default;
+  // `rows` rows of `length` elements, `stride` elements apart (float, bf16 or fp16 rows).
+  template <class T>
+  TilePrefetch(const T* row0, std::int64_t stride, std::int64_t rows, std::int64_t length)
+      : base(reinterpret_cast<const char*>(row0)),
+        stride(stride * std::int64_t(sizeof(T))),
+        rows(rows),
+        bytes(length * std::int64_t(sizeof(T))) {}
+
+  // Requests part i of `parts` equal shares of the tile's cache lines, in address order.
   void part(std::int64_t i, std::int64_t parts) const {
     if (base == nullptr) return;
-    const std::int64_t per = (rows + parts - 1) / parts;
-    const std::int64_t end = std::min(rows, (i + 1) * per);
-    for (std::int64_t r = i * per; r < end; ++r)
-      for (std::int64_t c = 0; c < length; c += 16)  // one 64-byte line per request
-        __builtin_prefetch(base + r * stride + c, 0, 2);
+    const std::int64_t per_row = (bytes + 63) / 64, lines = rows * per_row;
+    const std::int64_t first = lines * i / parts, count = lines * (i + 1) / parts - first;
+    std::int64_t row = first / per_row, column = first % per_row;  // one division per part
+    for (std::int64_t n = 0; n < count; ++n) {
+      __builtin_prefetch(base + row * stride + column * 64, 0, 2);
+      if (++column == per_row) column = 0, ++row;
+    }
   }
 };
 
 // D, DV: head and value dims fixed at compile time (64, 128, 256), or 0 for "any, at run time".
 // Fixed dims let the compiler schedule the dim loops fully and drop remainder handling.
-template <class Ops, int D, int DV>
+// ROWS_NV: vectors of rows per block, the ISA's choice unless a caller has fewer rows (decoding
+// 32 heads of one group needs 2 AVX-512 vectors, not 3).
+template <class Ops, int D, int DV, int ROWS_NV = Ops::NV>
 struct Tiles {
   using V = typename Ops::V;
-  static constexpr int W = Ops::W, NV = Ops::NV, BR = Ops::W * Ops::NV, BC = Ops::BC;
+  static constexpr int W = Ops::W, NV = ROWS_NV, BR = Ops::W * ROWS_NV, BC = Ops::BC;
 
   // St[j][rows] = scale · Σ_p K[j][p] · Qt[p][rows] for M consecutive keys. M·NV independent
   // accumulators (at least 8 on every SIMD path: the FMA latency is 4 cycles on 2 pipes). The

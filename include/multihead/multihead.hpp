@@ -17,3 +17,5 @@
 #include "half.hpp"
 #include "kv_cache.hpp"
 #include "paged_kv_cache.hpp"
+#include "decode.hpp"
+#include "merge.hpp"

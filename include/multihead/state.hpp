@@ -36,6 +36,21 @@ inline float log_sum_exp(float max, float sum) {
   return sum > 0.0f ? max + std::log(sum) : -std::numeric_limits<float>::infinity();
 }
 
+namespace detail {
+
+// Folds the state (o2, m2, l2) of one row over other keys into (o, m, l), `dim` output values:
+// afterwards (o, m, l) is the state over both key sets. An empty side changes nothing.
+inline void merge_row(float* o, float& m, float& l, const float* o2, float m2, float l2,
+                      std::int64_t dim) {
+  const float new_max = std::max(m, m2);
+  const float a = rescale_factor(m, new_max), b = rescale_factor(m2, new_max);
+  for (std::int64_t c = 0; c < dim; ++c) o[c] = a * o[c] + b * o2[c];
+  l = a * l + b * l2;
+  m = new_max;
+}
+
+}  // namespace detail
+
 // The state of `rows` query rows with outputs of `dim` values, stored row-major.
 class SoftmaxState {
  public:
@@ -66,15 +81,8 @@ class SoftmaxState {
   void merge(const SoftmaxState& other) {
     detail::require(other.rows_ == rows_ && other.dim_ == dim_, "merge: states of [", rows_,
                     ", ", dim_, "] and [", other.rows_, ", ", other.dim_, "] differ in shape");
-    for (std::int64_t r = 0; r < rows_; ++r) {
-      const float m = std::max(max(r), other.max(r));
-      const float a = rescale_factor(max(r), m), b = rescale_factor(other.max(r), m);
-      float* o = out(r);
-      const float* p = other.out(r);
-      for (std::int64_t c = 0; c < dim_; ++c) o[c] = a * o[c] + b * p[c];
-      sum(r) = a * sum(r) + b * other.sum(r);
-      max(r) = m;
-    }
+    for (std::int64_t r = 0; r < rows_; ++r)
+      detail::merge_row(out(r), max(r), sum(r), other.out(r), other.max(r), other.sum(r), dim_);
   }
 
   // Writes row r's normalised output to out + r·out_stride and, if lse is not null, its

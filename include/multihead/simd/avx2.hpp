@@ -19,6 +19,22 @@ struct Avx2Ops {
   static constexpr int W = 8, NV = 3, MRJ = 4, MRC = 4, BC = 64;
 
   static V load(const float* p) { return _mm256_load_ps(p); }
+  static V loadu(const float* p) { return _mm256_loadu_ps(p); }
+  // Pins a loaded vector to a register: GCC otherwise folds a reused load into every FMA that
+  // reads it, and the extra loads, not the FMAs, then bound the row-major decode tiles.
+  static void in_register(V& x) { asm("" : "+v"(x)); }
+  static V loadu(const bf16* p) {  // bf16 is the top half of a float
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+  static V loadu(const fp16* p) {
+#if defined(__F16C__)
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#else
+    return _mm256_setr_ps(to_float(p[0]), to_float(p[1]), to_float(p[2]), to_float(p[3]),
+                          to_float(p[4]), to_float(p[5]), to_float(p[6]), to_float(p[7]));
+#endif
+  }
   static void store(float* p, V v) { _mm256_store_ps(p, v); }
   static V set1(float x) { return _mm256_set1_ps(x); }
   static V broadcast(const float* p) { return _mm256_broadcast_ss(p); }
@@ -48,6 +64,21 @@ struct Avx2Ops {
     const __m256i exponent = _mm256_slli_epi32(
         _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(exponent));
+  }
+  static float reduce_add(V a) {
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
+  }
+  static float reduce_max(V a) {
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_max_ss(x, _mm_movehdup_ps(x)));
+  }
+  static void reduce4(V a, V b, V c, V d, float* out) {
+    // Per 128-bit half: [a, b, c, d] partial sums after two rounds of pairwise adds.
+    const V abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1)));
   }
 };
 

@@ -19,6 +19,17 @@ struct Avx512Ops {
   static constexpr int W = 16, NV = 3, MRJ = 8, MRC = 8, BC = 64;
 
   static V load(const float* p) { return _mm512_load_ps(p); }
+  static V loadu(const float* p) { return _mm512_loadu_ps(p); }
+  // Pins a loaded vector to a register: GCC otherwise folds a reused load into every FMA that
+  // reads it, and the extra loads, not the FMAs, then bound the row-major decode tiles.
+  static void in_register(V& x) { asm("" : "+v"(x)); }
+  static V loadu(const bf16* p) {  // bf16 is the top half of a float
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  static V loadu(const fp16* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
   static void store(float* p, V v) { _mm512_store_ps(p, v); }
   static V set1(float x) { return _mm512_set1_ps(x); }
   static V broadcast(const float* p) { return _mm512_set1_ps(*p); }
@@ -45,6 +56,20 @@ struct Avx512Ops {
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(ln2_lo), r);
     const V p = exp_polynomial<Avx512Ops>(r);
     return _mm512_scalef_ps(p, n);  // p · 2^n, overflow and underflow handled by the hardware
+  }
+  static float reduce_add(V a) { return _mm512_reduce_add_ps(a); }
+  static float reduce_max(V a) { return _mm512_reduce_max_ps(a); }
+  static void reduce4(V a, V b, V c, V d, float* out) {
+    // Fold 512 → 128 bits per input, keeping the four apart in the four 128-bit lanes:
+    // [a b c d] lane-wise partial sums, then the sum within each lane, then lanes 0, 4, 8, 12.
+    const V ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+    const V cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+    V x = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+    x = _mm512_add_ps(x, _mm512_shuffle_ps(x, x, 0xB1));
+    x = _mm512_add_ps(x, _mm512_shuffle_ps(x, x, 0x4E));
+    const V sums = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12,
+                                                           0, 4, 8, 12), x);
+    _mm_storeu_ps(out, _mm512_castps512_ps128(sums));
   }
 };
 

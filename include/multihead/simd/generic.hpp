@@ -1,7 +1,7 @@
 // SIMD primitives, generic version: what every other ISA file specialises.
 //
 // An "Ops" struct gives the fused kernel a vector type V of W floats, the handful of operations
-// it needs (load, fma, max, exp, masking) and the register blocking that suits the ISA's
+// it needs (load, fma, max, exp, masking, lane reductions) and the register blocking that suits the ISA's
 // register file:
 //   NV   row vectors per query block (a block is NV·W rows)
 //   MRJ  keys per Q·Kᵀ micro-tile          (MRJ·NV accumulators)
@@ -16,6 +16,7 @@
 #include <cstring>
 #include <limits>
 
+#include "../half.hpp"
 #include "../isa.hpp"
 
 namespace multihead {
@@ -89,6 +90,15 @@ struct GenericOps {
     for (int i = 0; i < W; ++i) r.v[i] = p[i];
     return r;
   }
+  static V loadu(const float* p) { return load(p); }  // any alignment
+  static void in_register(V&) {}  // see avx512.hpp
+  // W cached bf16 / fp16 values, widened to float.
+  template <class Half>
+  static V loadu(const Half* p) {
+    V r;
+    for (int i = 0; i < W; ++i) r.v[i] = to_float(p[i]);
+    return r;
+  }
   static void store(float* p, V a) {
     for (int i = 0; i < W; ++i) p[i] = a.v[i];
   }
@@ -134,6 +144,24 @@ struct GenericOps {
   static V exp(V x) {
     for (int i = 0; i < W; ++i) x.v[i] = exp_scalar(x.v[i]);
     return x;
+  }
+  // The sum and the maximum of the lanes.
+  static float reduce_add(V a) {
+    float s = a.v[0];
+    for (int i = 1; i < W; ++i) s += a.v[i];
+    return s;
+  }
+  static float reduce_max(V a) {
+    float m = a.v[0];
+    for (int i = 1; i < W; ++i) m = m < a.v[i] ? a.v[i] : m;
+    return m;
+  }
+  // out[0..3] = the lane sums of a, b, c, d (the ISA versions share the shuffles among them).
+  static void reduce4(V a, V b, V c, V d, float* out) {
+    out[0] = reduce_add(a);
+    out[1] = reduce_add(b);
+    out[2] = reduce_add(c);
+    out[3] = reduce_add(d);
   }
 };
 

@@ -1,0 +1,244 @@
+// The decode family (see decode_bench.hpp): the problems, their caches and the timed step.
+#include "decode_bench.hpp"
+
+#include <benchmark/benchmark.h>
+
+#include <multihead/multihead.hpp>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "attention_buffers.hpp"
+#include "peak.hpp"
+#include "registration.hpp"
+#include "roofline.hpp"
+#include "shapes.hpp"
+
+namespace bench {
+namespace {
+
+using multihead::bf16;
+using multihead::fp16;
+
+// The <cache> part of a benchmark name.
+template <class Storage>
+const char* storage_name() {
+  if constexpr (std::is_same_v<Storage, float>)
+    return "fp32";
+  else if constexpr (std::is_same_v<Storage, bf16>)
+    return "bf16";
+  else
+    return "fp16";
+}
+
+// Appends shape.lkv tokens of uniform random K and V in [-1, 1) to `batch` sequences at once,
+// through append(k, v) with k and v [batch, n, groups, d]. In chunks of 256 tokens, so the
+// staging buffers stay small (1 MiB each for D1) however long the cache.
+template <class Append>
+void fill_kv(const Shape& shape, std::int64_t batch, std::mt19937& generator, Append&& append) {
+  constexpr std::int64_t kChunk = 256;
+  const std::int64_t row = shape.groups * shape.d;
+  std::vector<float> k(static_cast<std::size_t>(batch * kChunk * row)), v(k.size());
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  for (std::int64_t t = 0; t < shape.lkv; t += kChunk) {
+    const std::int64_t n = std::min(kChunk, shape.lkv - t);
+    const std::int64_t size = batch * n * row;
+    for (std::int64_t i = 0; i < size; ++i) k[std::size_t(i)] = uniform(generator);
+    for (std::int64_t i = 0; i < size; ++i) v[std::size_t(i)] = uniform(generator);
+    append(multihead::TensorView<const float>(k.data(), size, batch, n, shape.groups, shape.d),
+           multihead::TensorView<const float>(v.data(), size, batch, n, shape.groups, shape.d));
+  }
+}
+
+// The data of one decode benchmark: q (uniform random), o (zeroed) and, in the derived class, a
+// cache holding shape.lkv tokens per sequence. Built outside any timed loop; step() allocates
+// nothing of its own.
+class DecodeProblem {
+ public:
+  explicit DecodeProblem(const Shape& shape)
+      : shape_(shape), generator_(20240601), q_(shape.q_elements()), o_(shape.q_elements()) {
+    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+    std::generate(q_.data(), q_.data() + q_.size(), [&] { return uniform(generator_); });
+    std::fill(o_.data(), o_.data() + o_.size(), 0.0f);
+  }
+  virtual ~DecodeProblem() = default;
+  DecodeProblem(const DecodeProblem&) = delete;
+  DecodeProblem& operator=(const DecodeProblem&) = delete;
+
+  // One generation step: every sequence's query token attends over its whole cache.
+  virtual void step(const multihead::KernelOptions& options) = 0;
+
+ protected:
+  multihead::TensorView<const float> q() const {
+    return {q_.data(), q_.size(), shape_.batch, shape_.lq, shape_.heads, shape_.d};
+  }
+  multihead::TensorView<float> o() const {
+    return {o_.data(), o_.size(), shape_.batch, shape_.lq, shape_.heads, shape_.d};
+  }
+
+  Shape shape_;
+  std::mt19937 generator_;  // seeded: every run sees the same data
+
+ private:
+  AlignedFloats q_, o_;
+};
+
+// The cache of a model server that keeps a fixed batch: one KvCache, all sequences one length.
+template <class Storage>
+class ContiguousProblem final : public DecodeProblem {
+ public:
+  explicit ContiguousProblem(const Shape& shape)
+      : DecodeProblem(shape), cache_(shape.batch, shape.lkv, shape.groups, shape.d) {
+    fill_kv(shape, shape.batch, generator_,
+            [&](const auto& k, const auto& v) { cache_.append(k, v); });
+  }
+
+  void step(const multihead::KernelOptions& options) override {
+    multihead::decode_attention(q(), cache_, o(), options);
+  }
+
+ private:
+  multihead::KvCache<Storage> cache_;
+};
+
+// The cache of a server that batches sequences as they come (vLLM's PagedAttention): blocks of
+// kBlockSize tokens taken from a shared pool, one sequence per batch entry.
+template <class Storage>
+class PagedProblem final : public DecodeProblem {
+ public:
+  static constexpr std::int64_t kBlockSize = 16;
+
+  explicit PagedProblem(const Shape& shape)
+      : DecodeProblem(shape),
+        cache_(shape.batch * ((shape.lkv + kBlockSize - 1) / kBlockSize), kBlockSize, shape.groups,
+               shape.d) {
+    scatter_free_blocks();
+    for (std::int64_t b = 0; b < shape.batch; ++b) {
+      const auto seq = cache_.add_sequence();
+      fill_kv(shape, 1, generator_,
+              [&](const auto& k, const auto& v) { cache_.append(seq, k, v); });
+      sequences_.push_back(seq);
+    }
+  }
+
+  void step(const multihead::KernelOptions& options) override {
+    const multihead::Span<const std::int64_t> sequences{
+        sequences_.data(), static_cast<std::int64_t>(sequences_.size())};
+    multihead::decode_attention(q(), cache_, sequences, o(), options);
+  }
+
+ private:
+  // Leaves the pool's free list in random order, as in a pool that has served other sequences:
+  // a fresh pool hands out its blocks in address order, which would lay a sequence out as
+  // contiguously as a KvCache and hide what walking a block table costs. Each block is taken by
+  // a one-token sequence, then the sequences are released in shuffled order.
+  void scatter_free_blocks() {
+    const std::vector<float> token(static_cast<std::size_t>(shape_.groups * shape_.d), 0.0f);
+    const multihead::TensorView<const float> row(
+        token.data(), static_cast<std::int64_t>(token.size()), 1, 1, shape_.groups, shape_.d);
+    std::vector<std::int64_t> holders;
+    while (cache_.free_blocks() > 0) {
+      holders.push_back(cache_.add_sequence());
+      cache_.append(holders.back(), row, row);
+    }
+    std::shuffle(holders.begin(), holders.end(), generator_);
+    for (const std::int64_t seq : holders) cache_.release(seq);
+  }
+
+  multihead::PagedKvCache<Storage> cache_;
+  std::vector<std::int64_t> sequences_;
+};
+
+// One benchmark of the family, all but the thread count.
+struct DecodeCase {
+  std::string name;  // between "decode/" and "/threads:<n>"
+  Shape shape;
+  std::size_t kv_element_bytes;  // sizeof the cache's storage
+  std::unique_ptr<DecodeProblem> (*make)(const Shape&);
+};
+
+template <template <class> class Problem, class Storage>
+DecodeCase decode_case(const std::string& family, const Shape& shape,
+                       const std::string& suffix = "") {
+  return {family + "/" + storage_name<Storage>() + suffix, shape, sizeof(Storage),
+          [](const Shape& s) -> std::unique_ptr<DecodeProblem> {
+            return std::make_unique<Problem<Storage>>(s);
+          }};
+}
+
+// The problem of `c`, kept from one call to the next like AttentionBuffers::of: a benchmark is
+// called several times and its thread counts follow each other, while building the cache takes
+// up to seconds. Only the last problem is kept, so memory stays at one cache's worth (512 MiB,
+// for D1-len/fp32/L:65536).
+DecodeProblem& problem_of(const DecodeCase& c) {
+  static std::unique_ptr<DecodeProblem> cached;
+  static std::string cached_name;
+  if (!cached || cached_name != c.name) {
+    cached.reset();  // free the old cache before allocating the new one
+    cached = c.make(c.shape);
+    cached_name = c.name;
+  }
+  return *cached;
+}
+
+void run_decode(benchmark::State& state, const DecodeCase& c, int threads) {
+  // Both untimed: the peaks are measured once per thread count, the cache once per problem.
+  const MachinePeak& peak = machine_peak(threads);
+  DecodeProblem& problem = problem_of(c);
+  multihead::KernelOptions options;
+  options.threads = threads;
+
+  const double seconds = timed_loop(state, [&] { problem.step(options); });
+  report_roofline(state, {c.shape.flops(), c.shape.bytes(c.kv_element_bytes)}, peak, seconds);
+}
+
+const Shape& decode_shape(const std::string& name) {
+  const auto& shapes = decode_shapes();
+  return *std::find_if(shapes.begin(), shapes.end(),
+                       [&](const Shape& s) { return s.name == name; });
+}
+
+// D1-len/<cache>/L:<L>: D1 with L tokens of context. From 1024, where the cache (8 MiB in fp32)
+// may sit in the last-level cache, to 65536 (512 MiB), each 4 times the last.
+template <class Storage>
+void add_length_sweep(std::vector<DecodeCase>& cases) {
+  for (const std::int64_t length : {1024, 4096, 16384, 65536}) {
+    Shape shape = decode_shape("D1");
+    shape.lkv = length;
+    cases.push_back(
+        decode_case<ContiguousProblem, Storage>("D1-len", shape, "/L:" + std::to_string(length)));
+  }
+}
+
+}  // namespace
+
+void register_decode_benchmarks() {
+  const Shape& d1 = decode_shape("D1");
+  const Shape& d2 = decode_shape("D2");
+  // D1-paged16 right after D1, so that a run filtered to decode/D1 lists the two side by side.
+  std::vector<DecodeCase> cases = {
+      decode_case<ContiguousProblem, float>("D1", d1),
+      decode_case<ContiguousProblem, bf16>("D1", d1),
+      decode_case<ContiguousProblem, fp16>("D1", d1),
+      decode_case<PagedProblem, float>("D1-paged16", d1),
+      decode_case<PagedProblem, bf16>("D1-paged16", d1),
+      decode_case<PagedProblem, fp16>("D1-paged16", d1),
+  };
+  add_length_sweep<float>(cases);
+  add_length_sweep<bf16>(cases);
+  cases.push_back(decode_case<ContiguousProblem, float>("D2", d2));
+  cases.push_back(decode_case<ContiguousProblem, bf16>("D2", d2));
+
+  for (const DecodeCase& c : cases)
+    for (int threads : thread_counts())
+      configure(benchmark::RegisterBenchmark(with_threads("decode/" + c.name, threads).c_str(),
+                                             run_decode, c, threads));
+}
+
+}  // namespace bench

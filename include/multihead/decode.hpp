@@ -1,0 +1,773 @@
+// Decoding: attention of one or a few new query tokens per sequence over a long KV cache.
+//
+// Decoding reads the whole cache for every token it produces, and does little arithmetic per
+// byte, so what counts is reading each cached row once and keeping every core streaming:
+//  - Group packing. As in the fused kernel, the query rows of one KV group (q_len positions ×
+//    the heads that share the group's K/V head) are stacked into one block, so each cached K/V
+//    row is read once for all of them: MQA's 32 heads share every row read.
+//  - Split-KV. Work unit: one sequence × KV group × block of query rows × split of the cache.
+//    When batch × groups alone would leave threads idle, a sequence's cache is split along its
+//    length; each split leaves an online-softmax state (out, max, sum; state.hpp) and the states
+//    of one block are merged, in split order, after all units ran.
+//  - Two tile paths, by rows per block. Few rows (MHA, small GQA groups; rows ≤ W/2): rows stay
+//    row-major and Q·Kᵀ is vectorised along the head dim, one lane reduction per score; P·V
+//    broadcasts each probability over a row of V. Many rows: the fused kernel's transposed
+//    tiles (microkernel.hpp), with as many row vectors as the block needs.
+//  - Storage. float rows are read in place; bf16 / fp16 rows are widened a tile at a time into
+//    a per-thread buffer that stays in L1, so every product runs in fp32 on half the bytes.
+//  - Paged caches are read block by block (a tile never crosses a block), contiguous ones in
+//    tiles of BC keys. The next tile's rows are prefetched while the current one is computed.
+// Per-thread buffers and the split states are kept between calls (thread_local), so a decode
+// step allocates nothing once the shapes have been seen.
+//
+// Results: the same scores, masks and accuracy as fused_attention. With several threads the
+// split points depend on the thread count, so results may differ in the last bits between
+// thread counts (never between runs with the same count).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "kernel_args.hpp"
+#include "kv_cache.hpp"
+#include "microkernel.hpp"
+#include "paged_kv_cache.hpp"
+#include "parallel.hpp"
+#include "state.hpp"
+
+namespace multihead {
+inline namespace MULTIHEAD_ISA_NAMESPACE {
+namespace detail {
+
+// ---- Where the cached rows are -------------------------------------------------------------
+
+// `keys` consecutive cached tokens of one sequence: group 0's K row (V row) of the first token
+// at k (v), tokens k_stride (v_stride) elements apart, groups k_group (v_group) apart.
+template <class S>
+struct KvRun {
+  const S* k = nullptr;
+  const S* v = nullptr;
+  std::int64_t k_stride = 0, v_stride = 0, k_group = 0, v_group = 0;
+  int keys = 0;
+};
+
+// K/V views [batch, kv_len, kv_groups, dim] (a contiguous KvCache is one): one run per tile.
+template <class S>
+struct ViewRuns {
+  using storage_type = S;
+  TensorView<const S> k, v;
+
+  std::int64_t length(std::int64_t) const { return k.tokens(); }
+  KvRun<S> run(std::int64_t b, std::int64_t j, std::int64_t most) const {
+    return {k.row(b, j, 0), v.row(b, j, 0), k.token_stride(), v.token_stride(),
+            k.head_stride(), v.head_stride(), int(std::min(most, k.tokens() - j))};
+  }
+};
+
+// Sequences of a paged cache: runs end at block boundaries.
+template <class S>
+struct PagedRuns {
+  using storage_type = S;
+  const PagedKvCache<S>* cache;
+  const std::int64_t* const* tables;  // per batch entry, the sequence's block ids
+  const std::int64_t* lengths;        // per batch entry, the sequence's length
+
+  std::int64_t length(std::int64_t b) const { return lengths[b]; }
+  KvRun<S> run(std::int64_t b, std::int64_t j, std::int64_t most) const {
+    const std::int64_t block_size = cache->block_size(), groups = cache->kv_groups();
+    const std::int64_t d = cache->head_dim(), dv = cache->value_dim();
+    const std::int64_t block = tables[b][j / block_size], row = j % block_size;
+    return {cache->key_block(block) + row * groups * d,
+            cache->value_block(block) + row * groups * dv, groups * d, groups * dv, d, dv,
+            int(std::min({most, block_size - row, lengths[b] - j}))};
+  }
+};
+
+// ---- The problem and its per-thread buffers ------------------------------------------------
+
+struct DecodeProblem {
+  TensorView<const float> q;
+  TensorView<float> o;
+  float* lse;
+  KernelShape shape;  // kv_len: the longest sequence
+  float scale;
+  bool causal;
+};
+
+// A thread's scratch memory, kept for the thread's lifetime and grown as needed: decoding runs
+// once per token and layer, and fresh pages would cost more than the work (≈ 12 µs per 4 KiB).
+inline float* thread_scratch(std::int64_t floats) {
+  thread_local std::vector<float> buffer;
+  const std::size_t needed = static_cast<std::size_t>(floats) + 16;
+  if (buffer.size() < needed) buffer.resize(needed);
+  float* p = buffer.data();
+  return p + (64 - reinterpret_cast<std::uintptr_t>(p) % 64) % 64 / sizeof(float);
+}
+
+inline std::int64_t round_up(std::int64_t n, std::int64_t m) { return (n + m - 1) / m * m; }
+
+// Row r of group g's row space: query position r / group_size, head g·group_size + r % group_size.
+// Writes its normalised output (out: dv unnormalised values) and log-sum-exp.
+inline void store_row(const DecodeProblem& pr, std::int64_t b, std::int64_t g, std::int64_t r,
+                      const float* out, float max, float sum) {
+  const std::int64_t gs = pr.shape.group_size(), position = r / gs, head = g * gs + r % gs;
+  const float inverse = inverse_sum(sum);
+  float* target = pr.o.row(b, position, head);
+  for (std::int64_t c = 0; c < pr.shape.value_dim; ++c) target[c] = out[c] * inverse;
+  if (pr.lse != nullptr)
+    pr.lse[(b * pr.shape.heads + head) * pr.shape.q_len + position] = log_sum_exp(max, sum);
+}
+
+// The last key each row of a block may see (absolute index; causal, bottom-right aligned).
+inline std::int64_t last_visible_key(const DecodeProblem& pr, std::int64_t length,
+                                     std::int64_t row) {
+  if (!pr.causal) return length - 1;
+  return row / pr.shape.group_size() + length - pr.shape.q_len;
+}
+
+// What a tile path may prefetch while it computes one KV group of one tile. Memory streams at
+// full speed only when read in address order (a token's rows of every group, K and V side by
+// side; the groups of a tile read one after another reach a third of it, measured), so the
+// next tile's token rows, all groups, are requested in address order, a share per step of
+// each group's work: step(i, n) is step i of n of group `group` of `groups`.
+struct TileFetches {
+  TilePrefetch this_v, next_k;          // this group's rows: this tile's V, the next tile's K
+  TilePrefetch next_keys, next_values;  // the next tile's token rows, every group
+  std::int64_t group = 0, groups = 1;
+
+  void step(std::int64_t i, std::int64_t n) const {
+    next_keys.part(group * n + i, groups * n);
+    next_values.part(group * n + i, groups * n);
+  }
+};
+
+
+// ---- Few rows: row-major tiles -------------------------------------------------------------
+
+// Q rows (pre-scaled) q[r][dp], scores s[r][BC], output o[r][dvp]; dp, dvp: the dims rounded up
+// to whole vectors (the padding of Q and of widened tiles is zero, so it adds nothing).
+template <class Ops, int D, int DV>
+class RowTiles {
+  using V = typename Ops::V;
+  static constexpr int W = Ops::W;
+  // Accumulators per micro-tile: 16 of the 32 AVX-512 registers, 8 of AVX2's 16.
+  static constexpr int kAccumulators = 2 * Ops::MRJ;
+
+ public:
+  static constexpr int BC = Ops::BC;
+  static constexpr int kMaxRows = W / 2;
+
+  static std::int64_t pitch(std::int64_t dim) { return round_up(dim, W); }
+  static std::int64_t scratch_floats(int rows, std::int64_t d, std::int64_t dv) {
+    return rows * (pitch(d) + BC + W + pitch(dv) + 3);
+  }
+
+  RowTiles(float* scratch, int rows, std::int64_t d, std::int64_t dv)
+      : rows_(rows), d_(D ? D : d), dv_(DV ? DV : dv), dp_(D ? D : pitch(d)),
+        dvp_(DV ? DV : pitch(dv)) {
+    q_ = scratch;
+    s_ = q_ + rows * dp_;
+    o_ = s_ + rows * (BC + W);
+    m_ = o_ + rows * dvp_;
+    l_ = m_ + rows;
+    alpha_ = l_ + rows;
+  }
+
+  // K/V rows of any storage (kReads) can be read where they are, widened as they are loaded,
+  // when they hold whole vectors (reads_in_place); otherwise the caller widens them into a zero-padded tile of pitch
+  // key_pitch() / value_pitch().
+  template <class S>
+  static constexpr bool kReads = true;
+  bool reads_in_place() const { return dp_ == d_ && dvp_ == dv_; }
+  std::int64_t key_pitch() const { return dp_; }
+  std::int64_t value_pitch() const { return dvp_; }
+
+  void begin(const DecodeProblem& pr, std::int64_t b, std::int64_t g, std::int64_t r0,
+             std::int64_t length) {
+    const std::int64_t gs = pr.shape.group_size();
+    min_last_ = length;
+    for (int r = 0; r < rows_; ++r) {
+      const std::int64_t row = r0 + r;
+      const float* source = pr.q.row(b, row / gs, g * gs + row % gs);
+      float* q = q_ + r * dp_;
+      for (std::int64_t p = 0; p < d_; ++p) q[p] = source[p] * pr.scale;
+      std::fill(q + d_, q + dp_, 0.0f);
+      std::fill(o_ + r * dvp_, o_ + (r + 1) * dvp_, 0.0f);
+      m_[r] = simd::negative_infinity;
+      l_[r] = 0.0f;
+      last_[r] = last_visible_key(pr, length, row);
+      min_last_ = std::min(min_last_, last_[r]);
+    }
+  }
+
+  // s = q·kᵀ for keys [j0, j0 + keys), masked where a row may not see a key. Meanwhile it asks
+  // for its share of the next tile's rows, a part per micro-tile, so that the requests keep
+  // pace with the products.
+  template <class E>
+  void scores(const E* k, std::int64_t k_stride, int keys, std::int64_t j0,
+              const TileFetches& fetches) {
+    for (int r = 0; r < rows_; r += 4) {
+      const TileFetches& ahead = r == 0 ? fetches : TileFetches{};
+      switch (std::min(4, rows_ - r)) {
+        case 1: qk_rows<1>(r, k, k_stride, keys, ahead); break;
+        case 2: qk_rows<2>(r, k, k_stride, keys, ahead); break;
+        case 3: qk_rows<3>(r, k, k_stride, keys, ahead); break;
+        default: qk_rows<4>(r, k, k_stride, keys, ahead); break;
+      }
+    }
+    if (j0 + keys - 1 > min_last_)  // some row stops seeing keys inside this tile
+      for (int r = 0; r < rows_; ++r)
+        for (std::int64_t j = std::max<std::int64_t>(0, last_[r] - j0 + 1);
+             j < keys; ++j)
+          s_[r * (BC + W) + j] = simd::negative_infinity;
+  }
+
+  // The online-softmax step, per row: new max, the factor alpha carrying the old state over,
+  // p = exp(s − max) in place (0 past `keys`, so whole vectors can be summed), new sum.
+  void softmax(int keys) {
+    const int padded = int(round_up(keys, W));
+    for (int r = 0; r < rows_; ++r) {
+      float* s = s_ + r * (BC + W);
+      std::fill(s + keys, s + padded, simd::negative_infinity);
+      V tile_max = Ops::set1(simd::negative_infinity);
+      for (int j = 0; j < padded; j += W) tile_max = Ops::max(tile_max, Ops::load(s + j));
+      const float new_max = std::max(m_[r], Ops::reduce_max(tile_max));
+      const V safe_max = Ops::set1(new_max == simd::negative_infinity ? 0.0f : new_max);
+      V sum = Ops::zero();
+      for (int j = 0; j < padded; j += W) {
+        const V p = Ops::exp(Ops::sub(Ops::load(s + j), safe_max));
+        Ops::store(s + j, p);
+        sum = Ops::add(sum, p);
+      }
+      alpha_[r] = rescale_factor(m_[r], new_max);
+      l_[r] = l_[r] * alpha_[r] + Ops::reduce_add(sum);
+      m_[r] = new_max;
+    }
+  }
+
+  // o = alpha·o + p·v over the tile's keys (prefetching was done by scores).
+  template <class E>
+  void accumulate(const E* v, std::int64_t v_stride, int keys, const TileFetches&) {
+    for (int r = 0; r < rows_; r += 4) {
+      switch (std::min(4, rows_ - r)) {
+        case 1: pv_rows<1>(r, v, v_stride, keys); break;
+        case 2: pv_rows<2>(r, v, v_stride, keys); break;
+        case 3: pv_rows<3>(r, v, v_stride, keys); break;
+        default: pv_rows<4>(r, v, v_stride, keys); break;
+      }
+    }
+  }
+
+  // The state after the last tile, row by row.
+  void finish() {}
+  const float* out(int r) const { return o_ + r * dvp_; }
+  float max(int r) const { return m_[r]; }
+  float sum(int r) const { return l_[r]; }
+
+ private:
+  // Scores of RC rows from row r0 against MK keys: RC·MK accumulators along the head dim, each
+  // reduced to one score at the end (four at a time, which shares the shuffles).
+  template <int RC, int MK, class E>
+  void qk_micro(int r0, const E* __restrict k, std::int64_t k_stride,
+                float* __restrict s) const {
+    V acc[RC][MK];
+    for (int r = 0; r < RC; ++r)
+      for (int j = 0; j < MK; ++j) acc[r][j] = Ops::zero();
+    const float* q = q_ + r0 * dp_;
+    const std::int64_t length = D ? D : dp_;  // a constant for the fixed dims: fully unrolled
+    for (std::int64_t p = 0; p < length; p += W) {
+      V key[MK];
+      for (int j = 0; j < MK; ++j) key[j] = Ops::loadu(k + j * k_stride + p);
+      for (int r = 0; r < RC; ++r) {
+        const V x = Ops::load(q + r * dp_ + p);
+        for (int j = 0; j < MK; ++j) acc[r][j] = Ops::fma(x, key[j], acc[r][j]);
+      }
+    }
+    for (int r = 0; r < RC; ++r) {
+      int j = 0;
+      for (; j + 4 <= MK; j += 4)
+        Ops::reduce4(acc[r][j], acc[r][j + 1], acc[r][j + 2], acc[r][j + 3], s + r * (BC + W) + j);
+      for (; j < MK; ++j) s[r * (BC + W) + j] = Ops::reduce_add(acc[r][j]);
+    }
+  }
+
+  // Keys per micro-tile: the accumulator budget over the rows, in fours for reduce4.
+  static constexpr int keys_per_micro(int rc) {
+    const int mk = std::min(8, std::max(1, kAccumulators / rc));
+    return mk >= 4 ? mk / 4 * 4 : mk;
+  }
+
+  template <int RC, class E>
+  void qk_rows(int r0, const E* k, std::int64_t k_stride, int keys,
+               const TileFetches& ahead) const {
+    constexpr int MK = keys_per_micro(RC);
+    float* s = s_ + r0 * (BC + W);
+    const int parts = (keys + MK - 1) / MK;
+    const auto fetch = [&](int part) { ahead.step(part, parts); };
+    int j = 0;
+    for (; j + MK <= keys; j += MK) {
+      fetch(j / MK);
+      qk_micro<RC, MK>(r0, k + j * k_stride, k_stride, s + j);
+    }
+    if (j < keys) fetch(j / MK);
+    for (; j < keys; ++j) qk_micro<RC, 1>(r0, k + j * k_stride, k_stride, s + j);
+  }
+
+  // o rows r0..r0+RC, CC vectors of columns from column c0: loaded once, scaled by alpha, then
+  // every key adds p·v.
+  template <int RC, int CC, class E>
+  void pv_micro(int r0, std::int64_t c0, const E* __restrict v, std::int64_t v_stride,
+                int keys) const {
+    V acc[RC][CC];
+    float* o = o_ + r0 * dvp_ + c0;
+    const float* p = s_ + r0 * (BC + W);
+    for (int r = 0; r < RC; ++r)
+      for (int c = 0; c < CC; ++c)
+        acc[r][c] = Ops::mul(Ops::load(o + r * dvp_ + c * W), Ops::set1(alpha_[r0 + r]));
+    const E* row = v + c0;
+    for (int j = 0; j < keys; ++j, row += v_stride) {
+      V x[CC];
+      for (int c = 0; c < CC; ++c) {
+        x[c] = Ops::loadu(row + c * W);
+        Ops::in_register(x[c]);
+      }
+      for (int r = 0; r < RC; ++r) {
+        const V pj = Ops::broadcast(p + r * (BC + W) + j);
+        for (int c = 0; c < CC; ++c) acc[r][c] = Ops::fma(pj, x[c], acc[r][c]);
+      }
+    }
+    for (int r = 0; r < RC; ++r)
+      for (int c = 0; c < CC; ++c) Ops::store(o + r * dvp_ + c * W, acc[r][c]);
+  }
+
+  template <int RC, int CC, class E>
+  void pv_remainder(int r0, std::int64_t c0, int vectors, const E* v, std::int64_t v_stride,
+                    int keys) const {
+    if constexpr (CC > 0) {
+      if (vectors == CC)
+        pv_micro<RC, CC>(r0, c0, v, v_stride, keys);
+      else
+        pv_remainder<RC, CC - 1>(r0, c0, vectors, v, v_stride, keys);
+    }
+  }
+
+  template <int RC, class E>
+  void pv_rows(int r0, const E* v, std::int64_t v_stride, int keys) const {
+    constexpr int CC = std::min(8, std::max(1, kAccumulators / RC));
+    const std::int64_t vectors = dvp_ / W;
+    std::int64_t c = 0;
+    for (; c + CC <= vectors; c += CC) pv_micro<RC, CC>(r0, c * W, v, v_stride, keys);
+    if (c < vectors) pv_remainder<RC, CC - 1>(r0, c * W, int(vectors - c), v, v_stride, keys);
+  }
+
+  int rows_;
+  std::int64_t d_, dv_, dp_, dvp_, min_last_ = 0;
+  float *q_, *s_, *o_, *m_, *l_, *alpha_;
+  std::int64_t last_[kMaxRows];  // each row's last visible key (absolute)
+};
+
+// ---- Many rows: the fused kernel's transposed tiles ----------------------------------------
+
+template <class Ops, int D, int DV, int NV>
+class ColumnTiles {
+  using T = Tiles<Ops, D, DV, NV>;
+  using V = typename Ops::V;
+  static constexpr int W = Ops::W, BR = T::BR;
+
+ public:
+  static constexpr int BC = T::BC;
+
+  static std::int64_t scratch_floats(int, std::int64_t d, std::int64_t dv) {
+    return (d + BC + dv + 3) * BR + dv;
+  }
+
+  ColumnTiles(float* scratch, int rows, std::int64_t d, std::int64_t dv)
+      : rows_(rows), d_(D ? D : d), dv_(DV ? DV : dv) {
+    qt_ = scratch;
+    st_ = qt_ + d_ * BR;
+    ot_ = st_ + BC * BR;
+    limit_ = ot_ + dv_ * BR;
+    max_sum_ = limit_ + BR;
+    row_ = max_sum_ + 2 * BR;
+  }
+
+  // The transposed tiles broadcast K/V elements one by one: they read float rows in place
+  // (kReads) and need bf16 / fp16 rows widened into a tile first.
+  template <class S>
+  static constexpr bool kReads = std::is_same_v<S, float>;
+  bool reads_in_place() const { return true; }
+  std::int64_t key_pitch() const { return d_; }
+  std::int64_t value_pitch() const { return dv_; }
+
+  // Packs the block's rows into Qt; padding rows get zero queries and the last real row's
+  // limit, so they compute finite values that are never stored.
+  void begin(const DecodeProblem& pr, std::int64_t b, std::int64_t g, std::int64_t r0,
+             std::int64_t length) {
+    const std::int64_t gs = pr.shape.group_size();
+    scale_ = pr.scale;
+    min_last_ = length;
+    for (int r = 0; r < BR; ++r) {
+      const std::int64_t row = r0 + std::min(r, rows_ - 1);
+      last_[r] = last_visible_key(pr, length, row);
+      min_last_ = std::min(min_last_, last_[r]);
+      if (r >= rows_) {
+        for (std::int64_t p = 0; p < d_; ++p) qt_[p * BR + r] = 0.0f;
+        continue;
+      }
+      const float* source = pr.q.row(b, row / gs, g * gs + row % gs);
+      for (std::int64_t p = 0; p < d_; ++p) qt_[p * BR + r] = source[p];
+    }
+    std::fill(ot_, ot_ + dv_ * BR, 0.0f);
+    for (int v = 0; v < NV; ++v) {
+      m_[v] = Ops::set1(simd::negative_infinity);
+      l_[v] = Ops::zero();
+    }
+  }
+
+  template <class E>
+  void scores(const E* k, std::int64_t k_stride, int keys, std::int64_t j0,
+              const TileFetches& fetches) {
+    static_assert(std::is_same_v<E, float>, "transposed tiles read float rows");
+    // As in the fused kernel: this tile's V during Q·Kᵀ, the next tile's K during P·V.
+    const TilePrefetch& next = fetches.this_v;
+    for (int v = 0; v < NV; ++v) tile_max_[v] = Ops::set1(simd::negative_infinity);
+    if (j0 + keys - 1 > min_last_) {
+      for (int r = 0; r < BR; ++r)
+        limit_[r] = float(std::clamp<std::int64_t>(last_[r] - j0, -1, BC));
+      T::template qk_tile<true>(qt_, k, k_stride, d_, scale_, keys, limit_, st_, tile_max_, next);
+    } else {
+      T::template qk_tile<false>(qt_, k, k_stride, d_, scale_, keys, limit_, st_, tile_max_,
+                                 next);
+    }
+  }
+
+  void softmax(int keys) { T::softmax_tile(st_, keys, tile_max_, m_, l_, alpha_); }
+
+  template <class E>
+  void accumulate(const E* v, std::int64_t v_stride, int keys, const TileFetches& fetches) {
+    static_assert(std::is_same_v<E, float>, "transposed tiles read float rows");
+    T::pv_tile(ot_, st_, keys, v, v_stride, dv_, alpha_, fetches.next_k);
+  }
+
+  // The state after the last tile, row by row: finish() spills the running max and sum.
+  void finish() {
+    for (int v = 0; v < NV; ++v) {
+      Ops::store(max_sum_ + v * W, m_[v]);
+      Ops::store(max_sum_ + BR + v * W, l_[v]);
+    }
+  }
+  const float* out(int r) const {  // gathered from the transposed output; valid until next call
+    for (std::int64_t c = 0; c < dv_; ++c) row_[c] = ot_[c * BR + r];
+    return row_;
+  }
+  float max(int r) const { return max_sum_[r]; }
+  float sum(int r) const { return max_sum_[BR + r]; }
+
+ private:
+  int rows_;
+  std::int64_t d_, dv_, min_last_ = 0;
+  float scale_ = 1.0f;
+  float *qt_, *st_, *ot_, *limit_, *max_sum_, *row_;
+  std::int64_t last_[BR];  // each row's last visible key (absolute)
+  V m_[NV], l_[NV], alpha_[NV], tile_max_[NV];
+};
+
+// ---- One unit: a block of rows over one split of the cache ---------------------------------
+
+// Widens (or, for float rows that need padding, copies) `keys` rows into a tile of pitch
+// `pitch`, zero-padded: what the products read when rows cannot be read in place.
+template <class S>
+void widen_rows(const S* rows, std::int64_t stride, int keys, std::int64_t dim,
+                std::int64_t pitch, float* tile) {
+  for (int j = 0; j < keys; ++j) {
+    convert(rows + j * stride, tile + j * pitch, dim);
+    std::fill(tile + j * pitch + dim, tile + (j + 1) * pitch, 0.0f);
+  }
+}
+
+// Runs paths[g] (one per KV group) over keys [begin, end) of batch entry b, a tile of at most
+// tile_keys tokens at a time, the groups of a tile one after another.
+template <class Path, class Source>
+void attend_keys(Path* paths, std::int64_t groups, const Source& source, std::int64_t b,
+                 std::int64_t begin, std::int64_t end, std::int64_t tile_keys, std::int64_t d,
+                 std::int64_t dv, float* tile) {
+  using S = typename Source::storage_type;
+  const auto run_at = [&](std::int64_t j) {
+    return j < end ? source.run(b, j, std::min(tile_keys, end - j)) : KvRun<S>{};
+  };
+  // The bytes of one token's K (V) rows, all groups: what the next tile's requests cover.
+  const auto token_row = [&](const KvRun<S>& r, bool keys) {
+    return keys ? (groups - 1) * r.k_group + d : (groups - 1) * r.v_group + dv;
+  };
+  KvRun<S> run = run_at(begin);
+  for (std::int64_t j = begin; j < end;) {
+    const KvRun<S> next = run_at(j + run.keys);
+    for (std::int64_t g = 0; g < groups; ++g) {
+      Path& path = paths[g];
+      const S* k = run.k + g * run.k_group;
+      const S* v = run.v + g * run.v_group;
+      const TileFetches fetches{
+          TilePrefetch(v, run.v_stride, run.keys, dv),
+          TilePrefetch(next.k ? next.k + g * next.k_group : nullptr, next.k_stride, next.keys, d),
+          TilePrefetch(next.k, next.k_stride, next.keys, token_row(next, true)),
+          TilePrefetch(next.v, next.v_stride, next.keys, token_row(next, false)), g, groups};
+      bool done = false;
+      if constexpr (Path::template kReads<S>) {
+        if (path.reads_in_place()) {
+          path.scores(k, run.k_stride, run.keys, j, fetches);
+          path.softmax(run.keys);
+          path.accumulate(v, run.v_stride, run.keys, fetches);
+          done = true;
+        }
+      }
+      if (!done) {  // widened into `tile`, K then V in turn
+        widen_rows(k, run.k_stride, run.keys, d, path.key_pitch(), tile);
+        path.scores(static_cast<const float*>(tile), path.key_pitch(), run.keys, j, fetches);
+        path.softmax(run.keys);
+        widen_rows(v, run.v_stride, run.keys, dv, path.value_pitch(), tile);
+        path.accumulate(static_cast<const float*>(tile), path.value_pitch(), run.keys, fetches);
+      }
+    }
+    j += run.keys;
+    run = next;
+  }
+  for (std::int64_t g = 0; g < groups; ++g) paths[g].finish();
+}
+
+struct DecodeUnit {
+  std::int64_t b, r0;       // batch entry, first row of the block (in every group)
+  std::int64_t begin, end;  // keys of this split
+  std::int64_t state;       // slot of the split's states, or -1: the block is not split
+  int rows;
+};
+
+struct DecodeMerge {
+  std::int64_t b, r0, first_state, splits;
+  int rows;
+};
+
+// The calling thread's plan, kept between calls like the per-thread scratch.
+struct DecodePlan {
+  std::vector<DecodeUnit> units;
+  std::vector<DecodeMerge> merges;
+  std::vector<float> states;
+};
+
+// The smallest split worth its merge: the merge costs about one key's work per row.
+constexpr std::int64_t kMinSplitKeys = 256;
+
+// Tokens per tile: as many as keep a tile's K and V, all groups, near 256 KiB, so that it and
+// the next one (being prefetched) stay in L2; at least 8, at most the path's tile size.
+template <class Path, class S>
+std::int64_t tile_tokens(std::int64_t groups, std::int64_t d, std::int64_t dv) {
+  const std::int64_t per_token = groups * (d + dv) * std::int64_t(sizeof(S));
+  return std::clamp<std::int64_t>((std::int64_t{256} << 10) / per_token / 4 * 4, 8, Path::BC);
+}
+
+// Units: batch entry × block of rows × split of the cache, every KV group inside, so that a
+// unit reads its part of the cache in address order. States of a split unit: per group
+// [rows][dv] outputs, then rows maxima, then rows sums.
+template <class Path, class Source>
+void run_decode_blocks(const DecodeProblem& pr, const Source& source, int block_rows,
+                       int threads) {
+  using S = typename Source::storage_type;
+  const KernelShape& s = pr.shape;
+  const std::int64_t rows_total = s.q_len * s.group_size();
+  const std::int64_t blocks = (rows_total + block_rows - 1) / block_rows;
+  const std::int64_t d = s.head_dim, dv = s.value_dim, groups = s.kv_groups;
+  const std::int64_t tile_keys = tile_tokens<Path, S>(groups, d, dv);
+
+  // Split length: even shares of all keys for ~4 units per thread (dynamic scheduling evens
+  // out ragged lengths), never below kMinSplitKeys, in whole tiles; one thread never splits.
+  const auto visible_end = [&](std::int64_t b, std::int64_t r0, int rows) {
+    const std::int64_t length = source.length(b);
+    return std::clamp<std::int64_t>(last_visible_key(pr, length, r0 + rows - 1) + 1, 0, length);
+  };
+  std::int64_t total_keys = 0;
+  for (std::int64_t b = 0; b < s.batch; ++b) total_keys += source.length(b);
+  const std::int64_t target_units = threads > 1 ? 4 * std::int64_t(threads) : 1;
+  const std::int64_t split =
+      round_up(std::max(kMinSplitKeys, total_keys * blocks / target_units + 1), tile_keys);
+
+  // The calling thread's plan; a reference, since the lambdas below run on other threads,
+  // where the name of a thread_local means their own copy.
+  thread_local DecodePlan calling_thread_plan;
+  DecodePlan& plan = calling_thread_plan;
+  plan.units.clear();
+  plan.merges.clear();
+  const std::int64_t group_floats = block_rows * (dv + 2), slot_floats = groups * group_floats;
+  std::int64_t slots = 0;
+  for (std::int64_t b = 0; b < s.batch; ++b)
+    for (std::int64_t block = 0; block < blocks; ++block) {
+      const std::int64_t r0 = block * block_rows;
+      const int rows = int(std::min<std::int64_t>(block_rows, rows_total - r0));
+      const std::int64_t end = visible_end(b, r0, rows);
+      const std::int64_t splits = std::max<std::int64_t>(1, (end + split - 1) / split);
+      if (splits > 1) plan.merges.push_back({b, r0, slots, splits, rows});
+      for (std::int64_t i = 0; i < splits; ++i)
+        plan.units.push_back({b, r0, i * split, std::min(end, (i + 1) * split),
+                              splits > 1 ? slots++ : -1, rows});
+    }
+  if (plan.states.size() < static_cast<std::size_t>(slots * slot_floats))
+    plan.states.resize(static_cast<std::size_t>(slots * slot_floats));
+
+  const std::int64_t units = static_cast<std::int64_t>(plan.units.size());
+  const std::int64_t path_floats = round_up(Path::scratch_floats(block_rows, d, dv), 16);
+  const std::int64_t scratch =
+      groups * path_floats + tile_keys * round_up(std::max(d, dv), simd::Ops::W);
+  parallel_dynamic(units, int(std::min<std::int64_t>(threads, units)), [&](int, std::int64_t i) {
+    const DecodeUnit& u = plan.units[static_cast<std::size_t>(i)];
+    float* buffer = thread_scratch(scratch);
+    thread_local std::vector<Path> paths;  // kept, like the scratch: no allocation per unit
+    paths.clear();
+    for (std::int64_t g = 0; g < groups; ++g) {
+      paths.emplace_back(buffer + g * path_floats, u.rows, d, dv);
+      paths.back().begin(pr, u.b, g, u.r0, source.length(u.b));
+    }
+    attend_keys(paths.data(), groups, source, u.b, u.begin, u.end, tile_keys, d, dv,
+                buffer + groups * path_floats);
+    for (std::int64_t g = 0; g < groups; ++g) {
+      const Path& path = paths[static_cast<std::size_t>(g)];
+      if (u.state < 0) {
+        for (int r = 0; r < u.rows; ++r)
+          store_row(pr, u.b, g, u.r0 + r, path.out(r), path.max(r), path.sum(r));
+        continue;
+      }
+      float* state = plan.states.data() + u.state * slot_floats + g * group_floats;
+      for (int r = 0; r < u.rows; ++r) {
+        std::copy(path.out(r), path.out(r) + dv, state + r * dv);
+        state[block_rows * dv + r] = path.max(r);
+        state[block_rows * (dv + 1) + r] = path.sum(r);
+      }
+    }
+  });
+
+  // Merge the splits of each block in order, then normalise.
+  const std::int64_t merges = static_cast<std::int64_t>(plan.merges.size());
+  if (merges == 0) return;
+  parallel_chunks(merges, int(std::min<std::int64_t>(threads, merges)),
+                  [&](int, std::int64_t first, std::int64_t last) {
+    for (std::int64_t i = first; i < last; ++i) {
+      const DecodeMerge& m = plan.merges[static_cast<std::size_t>(i)];
+      for (std::int64_t g = 0; g < groups; ++g) {
+        float* into = plan.states.data() + m.first_state * slot_floats + g * group_floats;
+        float* max = into + block_rows * dv;
+        float* sum = max + block_rows;
+        for (std::int64_t split_index = 1; split_index < m.splits; ++split_index) {
+          const float* from = into + split_index * slot_floats;
+          for (int r = 0; r < m.rows; ++r)
+            merge_row(into + r * dv, max[r], sum[r], from + r * dv, from[block_rows * dv + r],
+                      from[block_rows * (dv + 1) + r], dv);
+        }
+        for (int r = 0; r < m.rows; ++r)
+          store_row(pr, m.b, g, m.r0 + r, into + r * dv, max[r], sum[r]);
+      }
+    }
+  });
+}
+
+// Picks the tile path for the block's row count: row-major for few rows, transposed with the
+// fewest row vectors that hold them otherwise (blocks of equal size, at most Ops::NV vectors).
+template <class Ops, int D, int DV, class Source>
+void run_decode_dims(const DecodeProblem& pr, const Source& source, int threads) {
+  constexpr int W = Ops::W;
+  const std::int64_t rows_total = pr.shape.q_len * pr.shape.group_size();
+  if (rows_total <= RowTiles<Ops, D, DV>::kMaxRows) {
+    run_decode_blocks<RowTiles<Ops, D, DV>>(pr, source, int(rows_total), threads);
+    return;
+  }
+  const std::int64_t blocks = (rows_total + W * Ops::NV - 1) / (W * Ops::NV);
+  const std::int64_t vectors = (round_up(rows_total, blocks) / blocks + W - 1) / W;
+  if (vectors == 1)
+    run_decode_blocks<ColumnTiles<Ops, D, DV, 1>>(pr, source, W, threads);
+  else if (vectors == 2 || Ops::NV == 2)
+    run_decode_blocks<ColumnTiles<Ops, D, DV, 2>>(pr, source, 2 * W, threads);
+  else if constexpr (Ops::NV >= 3)
+    run_decode_blocks<ColumnTiles<Ops, D, DV, 3>>(pr, source, 3 * W, threads);
+}
+
+// Head dim 128 (the common decoder head) gets tiles with the dims fixed at compile time; every
+// other pair runs the general tiles.
+template <class Ops, class Source>
+void run_decode(const DecodeProblem& pr, const Source& source, int threads) {
+  if (pr.shape.head_dim == 128 && pr.shape.value_dim == 128)
+    run_decode_dims<Ops, 128, 128>(pr, source, threads);
+  else
+    run_decode_dims<Ops, 0, 0>(pr, source, threads);
+}
+
+}  // namespace detail
+
+// Attention of q [batch, q_len, heads, head_dim] over k [batch, kv_len, kv_groups, head_dim]
+// and v [batch, kv_len, kv_groups, value_dim] stored as float, bf16 or fp16, into o
+// [batch, q_len, heads, value_dim] (and lse). The contract of fused_attention (kernel_args.hpp);
+// made for small q_len (decoding, speculative verification), correct for any.
+template <class Storage>
+void decode_attention(const TensorView<const float>& q, const TensorView<const Storage>& k,
+                      const TensorView<const Storage>& v, const TensorView<float>& o,
+                      const KernelOptions& options = {}, LseOutput lse = {}) {
+  static_assert(is_storage_type_v<Storage>, "decode_attention: K/V must be float, bf16 or fp16");
+  const KernelShape shape = check_kernel_args(q, k, v, o, lse, options);
+  const detail::DecodeProblem problem{q, o, lse.data, shape,
+                                      resolved_scale(options, shape.head_dim), options.causal};
+  detail::run_decode<simd::Ops>(problem, detail::ViewRuns<Storage>{k, v},
+                                resolve_threads(options.threads));
+}
+
+// q [cache.batch(), q_len, heads, head_dim] over the cache's length() tokens. With causal
+// masking the queries are the cache's last q_len tokens (append them first). An empty cache
+// gives output 0 and log-sum-exp −inf.
+template <class Storage>
+void decode_attention(const TensorView<const float>& q, const KvCache<Storage>& cache,
+                      const TensorView<float>& o, const KernelOptions& options = {},
+                      LseOutput lse = {}) {
+  KernelShape extents;
+  extents.batch = cache.batch();
+  extents.kv_len = cache.length();
+  extents.kv_groups = cache.kv_groups();
+  extents.head_dim = cache.head_dim();
+  extents.value_dim = cache.value_dim();
+  const KernelShape shape = check_cache_call_args(q, o, lse, options, extents);
+  const detail::DecodeProblem problem{q, o, lse.data, shape,
+                                      resolved_scale(options, shape.head_dim), options.causal};
+  detail::run_decode<simd::Ops>(problem, detail::ViewRuns<Storage>{cache.keys(), cache.values()},
+                                resolve_threads(options.threads));
+}
+
+// q [sequences.size, q_len, heads, head_dim]: batch entry b attends over the tokens of paged
+// sequence sequences.data[b], each with its own length (bottom-right causal per sequence;
+// an empty sequence gives output 0 and log-sum-exp −inf). Throws std::invalid_argument, before
+// writing anything, on an unknown or released id or a shape that differs from the cache's.
+template <class Storage>
+void decode_attention(const TensorView<const float>& q, const PagedKvCache<Storage>& cache,
+                      Span<const std::int64_t> sequences, const TensorView<float>& o,
+                      const KernelOptions& options = {}, LseOutput lse = {}) {
+  detail::require(sequences.data != nullptr && sequences.size > 0,
+                  "sequences: need at least one sequence id (size ", sequences.size, ")");
+  thread_local std::vector<const std::int64_t*> tables;
+  thread_local std::vector<std::int64_t> lengths;
+  tables.clear();
+  lengths.clear();
+  KernelShape extents;
+  extents.batch = sequences.size;
+  extents.kv_groups = cache.kv_groups();
+  extents.head_dim = cache.head_dim();
+  extents.value_dim = cache.value_dim();
+  for (std::int64_t b = 0; b < sequences.size; ++b) {
+    lengths.push_back(cache.length(sequences.data[b]));  // throws on a bad id
+    tables.push_back(cache.block_table(sequences.data[b]).data());
+    extents.kv_len = std::max(extents.kv_len, lengths.back());
+  }
+  const KernelShape shape = check_cache_call_args(q, o, lse, options, extents);
+  const detail::DecodeProblem problem{q, o, lse.data, shape,
+                                      resolved_scale(options, shape.head_dim), options.causal};
+  detail::run_decode<simd::Ops>(
+      problem, detail::PagedRuns<Storage>{&cache, tables.data(), lengths.data()},
+      resolve_threads(options.threads));
+}
+
+}  // namespace MULTIHEAD_ISA_NAMESPACE
+}  // namespace multihead

@@ -1,0 +1,366 @@
+// The decode kernel (decode.hpp) over views, contiguous caches and paged caches, and
+// merge_states (merge.hpp), against the naive double-precision oracle under the accuracy
+// standard of kernel_testing.hpp. (The whole reference suite also runs over the decode kernel
+// on float views: kernel_testing::kKernels.)
+//
+// The shapes are chosen for the kernel's branches: rows per KV group (q_len × heads per group)
+// on both sides of the row-path limit (W/2) and across one, two, three row vectors and several
+// blocks; head dims with and without a fixed-dim kernel and with padding (37); cache lengths
+// across tiles and, with two threads, across several splits whose states are merged.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "kernel_testing.hpp"
+
+namespace {
+
+using namespace kernel_testing;
+using multihead::bf16;
+using multihead::fp16;
+using multihead::KvCache;
+using multihead::PagedKvCache;
+using multihead::Span;
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// What Storage keeps of each value: the oracle runs on exactly what the cache holds.
+template <class Storage>
+std::vector<float> stored(std::vector<float> x) {
+  for (float& e : x) e = multihead::to_float(multihead::from_float<Storage>(e));
+  return x;
+}
+
+// ---- Paths, dims, lengths and splits, over float views -----------------------------------------
+
+struct DecodeCase {
+  int group_size, q_len, head_dim, value_dim;
+  std::int64_t kv_len;
+  bool causal;
+  int threads;
+};
+
+class DecodeShapes : public ::testing::TestWithParam<DecodeCase> {};
+
+TEST_P(DecodeShapes, MatchesNaive) {
+  const DecodeCase& c = GetParam();
+  const AttentionShape shape =
+      make_shape(2, c.q_len, c.kv_len, 2 * c.group_size, 2, c.head_dim, c.value_dim);
+  SCOPED_TRACE(describe(shape));
+  KernelOptions options;
+  options.causal = c.causal;
+  options.threads = c.threads;
+  check(kDecode, make_inputs(shape, std::uint64_t(c.kv_len * 131 + c.group_size), 2.0f), options);
+}
+
+std::vector<DecodeCase> decode_cases() {
+  // (group size, q_len): 1–4 rows (row path), 8–9 (row path on AVX-512 only), 16, 32, 35, 48
+  // (one, two, three row vectors), 64 and 96 rows (several blocks).
+  const int rows[][2] = {{1, 1}, {1, 3}, {2, 1}, {4, 1}, {4, 2}, {8, 1}, {3, 3},
+                         {16, 1}, {32, 1}, {7, 5}, {48, 1}, {32, 2}, {32, 3}};
+  const int dims[][2] = {{128, 128}, {37, 24}};
+  std::vector<DecodeCase> cases;
+  for (const auto& r : rows)
+    for (const auto& d : dims)
+      for (std::int64_t kv_len : {1, 65, 1100})
+        for (bool causal : {false, true})
+          for (int threads : {1, 2})
+            cases.push_back({r[0], r[1], d[0], d[1], kv_len, causal, threads});
+  return cases;
+}
+
+std::string decode_case_name(const ::testing::TestParamInfo<DecodeCase>& info) {
+  const DecodeCase& c = info.param;
+  return "gs" + std::to_string(c.group_size) + "_q" + std::to_string(c.q_len) + "_d" +
+         std::to_string(c.head_dim) + "_" + std::to_string(c.value_dim) + "_len" +
+         std::to_string(c.kv_len) + (c.causal ? "_causal" : "") + "_t" +
+         std::to_string(c.threads);
+}
+
+INSTANTIATE_TEST_SUITE_P(RowsDimsLengths, DecodeShapes, ::testing::ValuesIn(decode_cases()),
+                         decode_case_name);
+
+TEST(DecodeSplits, ManyThreadsAndRaggedSplitsMeetTheStandard) {
+  // One sequence and one group: every thread count splits the cache differently.
+  const AttentionShape shape = make_shape(1, 1, 5000, 8, 1, 64, 64);
+  const Inputs in = make_inputs(shape, 77);
+  for (int threads : {1, 2, 3, 4, 7}) {
+    SCOPED_TRACE("threads " + std::to_string(threads));
+    KernelOptions options;
+    options.threads = threads;
+    check(kDecode, in, options);
+  }
+}
+
+TEST(DecodeNumerics, LargeLogitsAcrossSplits) {
+  // Scores up to ±1e4: the running max moves by far across tiles and splits.
+  const AttentionShape shape = make_shape(1, 2, 3000, 4, 1, 16, 16);
+  KernelOptions options;
+  options.threads = 2;
+  options.causal = true;
+  check(kDecode, make_inputs(shape, 5, 25.0f), options);
+}
+
+// ---- Contiguous caches of each storage type ----------------------------------------------------
+
+template <class Storage>
+class DecodeCache : public ::testing::Test {};
+using Storages = ::testing::Types<float, bf16, fp16>;
+TYPED_TEST_SUITE(DecodeCache, Storages);
+
+TYPED_TEST(DecodeCache, MatchesNaiveOverTheStoredValues) {
+  using Storage = TypeParam;
+  for (int q_len : {1, 3}) {
+    for (int group_size : {4, 32}) {
+      const AttentionShape shape = make_shape(2, q_len, 700, 2 * group_size, 2, 128, 128);
+      SCOPED_TRACE(describe(shape));
+      Inputs in = make_inputs(shape, 900 + q_len);
+      KvCache<Storage> cache(shape.batch, 1000, shape.kv_groups, shape.head_dim);
+      // Appended in two parts, the second the q_len new tokens (as a decode step does).
+      for (const auto& [t0, n] : {std::pair<std::int64_t, std::int64_t>{0, 700 - q_len},
+                                  std::pair<std::int64_t, std::int64_t>{700 - q_len, q_len}}) {
+        const auto part = [&](const std::vector<float>& x) {
+          return TensorView<const float>::strided(x.data() + t0 * 2 * 128,
+                                                  std::int64_t(x.size()) - t0 * 2 * 128, 2, n, 2,
+                                                  128, 700 * 2 * 128, 2 * 128, 128);
+        };
+        cache.append(part(in.k), part(in.v));
+      }
+      in.k = stored<Storage>(in.k);
+      in.v = stored<Storage>(in.v);
+      KernelOptions options;
+      options.causal = true;
+      options.threads = 2;
+      LibResult lib;
+      lib.o.assign(std::size_t(shape.o_size()), std::nanf(""));
+      lib.lse.assign(std::size_t(shape.lse_size()), std::nanf(""));
+      multihead::decode_attention(
+          TensorView<const float>(in.q.data(), shape.q_size(), 2, q_len, shape.heads, 128),
+          cache, TensorView<float>(lib.o.data(), shape.o_size(), 2, q_len, shape.heads, 128),
+          options, LseOutput{lib.lse.data(), shape.lse_size()});
+      expect_meets_standard(lib, run_oracle(in, options));
+    }
+  }
+}
+
+TEST(DecodeCacheEdges, EmptyCacheGivesZeroAndMinusInfinity) {
+  KvCache<bf16> cache(1, 8, 2, 16);
+  std::vector<float> q(4 * 16, 1.0f), o(4 * 16, 7.0f), lse(4, 7.0f);
+  multihead::decode_attention(TensorView<const float>(q.data(), 64, 1, 1, 4, 16), cache,
+                              TensorView<float>(o.data(), 64, 1, 1, 4, 16), {},
+                              LseOutput{lse.data(), 4});
+  for (float x : o) EXPECT_EQ(x, 0.0f);
+  for (float x : lse) EXPECT_EQ(x, -kInf);
+}
+
+// ---- Paged caches: a batch of sequences of different lengths in one call -----------------------
+
+template <class Storage>
+void check_paged(std::int64_t block_size, int q_len) {
+  const std::int64_t groups = 2, heads = 8, d = 64;
+  const std::vector<std::int64_t> lengths = {0, 1, 15, 16, 17, 100, 700};
+  PagedKvCache<Storage> cache(200, block_size, groups, d);
+  // Churn first, so that the sequences' blocks are out of order in the pool.
+  std::vector<float> junk(std::size_t(40 * groups * d), 3.0f);
+  const TensorView<const float> junk_view(junk.data(), std::int64_t(junk.size()), 1, 40, groups, d);
+  const auto a = cache.add_sequence();
+  const auto b = cache.add_sequence();
+  cache.append(a, junk_view, junk_view);
+  cache.append(b, junk_view, junk_view);
+  cache.release(a);
+
+  const std::int64_t batch = std::int64_t(lengths.size());
+  std::vector<std::int64_t> ids;
+  std::vector<Inputs> inputs;
+  for (std::size_t i = 0; i < lengths.size(); ++i) {
+    const AttentionShape shape = make_shape(1, q_len, std::max<std::int64_t>(lengths[i], 1),
+                                            heads, groups, d, d);
+    inputs.push_back(make_inputs(shape, 31 * i + 7));
+    ids.push_back(cache.add_sequence());
+    if (lengths[i] == 0) continue;
+    // In uneven appends, which cross block boundaries at varying offsets.
+    for (std::int64_t t = 0; t < lengths[i];) {
+      const std::int64_t n = std::min<std::int64_t>(lengths[i] - t, 1 + t % 23);
+      const auto part = [&](const std::vector<float>& x) {
+        return TensorView<const float>(x.data() + t * groups * d, n * groups * d, 1, n, groups, d);
+      };
+      cache.append(ids.back(), part(inputs.back().k), part(inputs.back().v));
+      t += n;
+    }
+    if (i == 2) cache.release(b);  // freed blocks are reused by the longer sequences
+  }
+
+  std::vector<float> q, o(std::size_t(batch * q_len * heads * d), std::nanf(""));
+  std::vector<float> lse(std::size_t(batch * heads * q_len), std::nanf(""));
+  for (const Inputs& in : inputs) q.insert(q.end(), in.q.begin(), in.q.end());
+  KernelOptions options;
+  options.causal = true;
+  options.threads = 2;
+  multihead::decode_attention(
+      TensorView<const float>(q.data(), std::int64_t(q.size()), batch, q_len, heads, d), cache,
+      Span<const std::int64_t>{ids.data(), batch},
+      TensorView<float>(o.data(), std::int64_t(o.size()), batch, q_len, heads, d), options,
+      LseOutput{lse.data(), std::int64_t(lse.size())});
+
+  for (std::size_t i = 0; i < lengths.size(); ++i) {
+    SCOPED_TRACE("sequence of " + std::to_string(lengths[i]) + " tokens");
+    const std::size_t per_o = std::size_t(q_len * heads * d), per_lse = std::size_t(heads * q_len);
+    LibResult lib;
+    for (std::size_t x = 0; x < per_o; ++x) lib.o.push_back(o[i * per_o + x]);
+    for (std::size_t x = 0; x < per_lse; ++x) lib.lse.push_back(lse[i * per_lse + x]);
+    if (lengths[i] == 0) {
+      for (float x : lib.o) EXPECT_EQ(x, 0.0f);
+      for (float x : lib.lse) EXPECT_EQ(x, -kInf);
+      continue;
+    }
+    Inputs in = inputs[i];
+    in.k = stored<Storage>(in.k);
+    in.v = stored<Storage>(in.v);
+    expect_meets_standard(lib, run_oracle(in, options));
+  }
+}
+
+TEST(DecodePaged, RaggedBatchFloatBlocksOf16) { check_paged<float>(16, 1); }
+TEST(DecodePaged, RaggedBatchBf16BlocksOf16) { check_paged<bf16>(16, 1); }
+TEST(DecodePaged, RaggedBatchFp16OddBlocksTwoQueries) { check_paged<fp16>(5, 2); }
+TEST(DecodePaged, RaggedBatchFloatBlocksOf64ThreeQueries) { check_paged<float>(64, 3); }
+
+// ---- Errors: thrown before anything is written -------------------------------------------------
+
+TEST(DecodeErrors, BadArgumentsThrowAndWriteNothing) {
+  KvCache<float> cache(2, 16, 2, 8);
+  std::vector<float> kv(2 * 4 * 2 * 8, 0.5f);
+  const TensorView<const float> kv_view(kv.data(), std::int64_t(kv.size()), 2, 4, 2, 8);
+  cache.append(kv_view, kv_view);
+  std::vector<float> q(2 * 6 * 8, 1.0f), o(2 * 6 * 8, 7.0f), lse(12, 7.0f);
+  const auto expect_untouched = [&] {
+    for (float x : o) ASSERT_EQ(x, 7.0f);
+    for (float x : lse) ASSERT_EQ(x, 7.0f);
+  };
+  const auto q_view = [&](std::int64_t batch, std::int64_t heads, std::int64_t dim) {
+    return TensorView<const float>(q.data(), batch * heads * dim, batch, 1, heads, dim);
+  };
+  const auto o_view = [&](std::int64_t batch, std::int64_t heads, std::int64_t dim) {
+    return TensorView<float>(o.data(), batch * heads * dim, batch, 1, heads, dim);
+  };
+  // 3 heads over 2 groups; q.dim 6 vs head_dim 8; batch 1 vs 2; lse of the wrong size.
+  EXPECT_THROW(multihead::decode_attention(q_view(2, 3, 8), cache, o_view(2, 3, 8)),
+               std::invalid_argument);
+  EXPECT_THROW(multihead::decode_attention(q_view(2, 4, 6), cache, o_view(2, 4, 8)),
+               std::invalid_argument);
+  EXPECT_THROW(multihead::decode_attention(q_view(1, 4, 8), cache, o_view(1, 4, 8)),
+               std::invalid_argument);
+  EXPECT_THROW(multihead::decode_attention(q_view(2, 4, 8), cache, o_view(2, 4, 8), {},
+                                           LseOutput{lse.data(), 7}),
+               std::invalid_argument);
+  expect_untouched();
+
+  PagedKvCache<bf16> paged(4, 4, 2, 8);
+  const auto live = paged.add_sequence();
+  const auto gone = paged.add_sequence();
+  paged.release(gone);
+  const std::int64_t unknown[] = {live, 99}, released[] = {gone, live};
+  for (const std::int64_t* ids : {unknown, released})
+    EXPECT_THROW(multihead::decode_attention(q_view(2, 4, 8), paged,
+                                             Span<const std::int64_t>{ids, 2}, o_view(2, 4, 8)),
+                 std::invalid_argument);
+  EXPECT_THROW(multihead::decode_attention(q_view(2, 4, 8), paged,
+                                           Span<const std::int64_t>{unknown, 0}, o_view(2, 4, 8)),
+               std::invalid_argument);
+  expect_untouched();
+}
+
+// ---- merge_states ------------------------------------------------------------------------------
+
+// Attention over [A; B] = merge of attention over A and over B, for key sets split anywhere,
+// including causal rows that see nothing of B (lse_b = −inf).
+TEST(MergeStates, AttentionOverBothPartsEqualsTheMergeOfEach) {
+  const AttentionShape whole = make_shape(2, 5, 150, 8, 2, 32, 24);
+  const Inputs in = make_inputs(whole, 4711, 2.0f);
+  for (std::int64_t split : {1, 70, 149}) {
+    SCOPED_TRACE("split at " + std::to_string(split));
+    // The two parts as strided views into the whole K/V: tokens [0, split) and [split, 150).
+    const auto part = [&](const std::vector<float>& x, std::int64_t dim, std::int64_t t0,
+                          std::int64_t n) {
+      return TensorView<const float>::strided(x.data() + t0 * 2 * dim,
+                                              std::int64_t(x.size()) - t0 * 2 * dim, 2, n, 2, dim,
+                                              150 * 2 * dim, 2 * dim, dim);
+    };
+    const TensorView<const float> q(in.q.data(), whole.q_size(), 2, 5, 8, 32);
+    std::vector<float> o_a(whole.o_size()), o_b(whole.o_size()), lse_a(whole.lse_size()),
+        lse_b(whole.lse_size());
+    KernelOptions options;  // not causal: each part sees all its keys
+    multihead::fused_attention(q, part(in.k, 32, 0, split), part(in.v, 24, 0, split),
+                               TensorView<float>(o_a.data(), whole.o_size(), 2, 5, 8, 24), options,
+                               LseOutput{lse_a.data(), whole.lse_size()});
+    multihead::fused_attention(q, part(in.k, 32, split, 150 - split),
+                               part(in.v, 24, split, 150 - split),
+                               TensorView<float>(o_b.data(), whole.o_size(), 2, 5, 8, 24), options,
+                               LseOutput{lse_b.data(), whole.lse_size()});
+    LibResult merged;
+    merged.o.assign(std::size_t(whole.o_size()), std::nanf(""));
+    merged.lse.assign(std::size_t(whole.lse_size()), std::nanf(""));
+    multihead::merge_states(TensorView<const float>(o_a.data(), whole.o_size(), 2, 5, 8, 24),
+                            Span<const float>{lse_a.data(), whole.lse_size()},
+                            TensorView<const float>(o_b.data(), whole.o_size(), 2, 5, 8, 24),
+                            Span<const float>{lse_b.data(), whole.lse_size()},
+                            TensorView<float>(merged.o.data(), whole.o_size(), 2, 5, 8, 24),
+                            LseOutput{merged.lse.data(), whole.lse_size()});
+    expect_meets_standard(merged, run_oracle(in, options));
+
+    // In place, into A's buffers: the same bits.
+    multihead::merge_states(TensorView<const float>(o_a.data(), whole.o_size(), 2, 5, 8, 24),
+                            Span<const float>{lse_a.data(), whole.lse_size()},
+                            TensorView<const float>(o_b.data(), whole.o_size(), 2, 5, 8, 24),
+                            Span<const float>{lse_b.data(), whole.lse_size()},
+                            TensorView<float>(o_a.data(), whole.o_size(), 2, 5, 8, 24),
+                            LseOutput{lse_a.data(), whole.lse_size()});
+    EXPECT_EQ(0, std::memcmp(o_a.data(), merged.o.data(), o_a.size() * sizeof(float)));
+    EXPECT_EQ(0, std::memcmp(lse_a.data(), merged.lse.data(), lse_a.size() * sizeof(float)));
+  }
+}
+
+TEST(MergeStates, EmptySidesContributeNothing) {
+  // Row 0: only A saw keys; row 1: only B; row 2: neither.
+  const float o_a[] = {1, 2, 5, 6, 9, 9}, o_b[] = {3, 4, 7, 8, 9, 9};
+  const float lse_a[] = {0.5f, -kInf, -kInf}, lse_b[] = {-kInf, 2.0f, -kInf};
+  float o[6], lse[3];
+  multihead::merge_states(TensorView<const float>(o_a, 6, 1, 1, 3, 2), Span<const float>{lse_a, 3},
+                          TensorView<const float>(o_b, 6, 1, 1, 3, 2), Span<const float>{lse_b, 3},
+                          TensorView<float>(o, 6, 1, 1, 3, 2), LseOutput{lse, 3});
+  EXPECT_EQ(o[0], 1.0f);
+  EXPECT_EQ(o[1], 2.0f);
+  EXPECT_EQ(o[2], 7.0f);
+  EXPECT_EQ(o[3], 8.0f);
+  EXPECT_EQ(o[4], 0.0f);
+  EXPECT_EQ(o[5], 0.0f);
+  EXPECT_EQ(lse[0], 0.5f);
+  EXPECT_EQ(lse[1], 2.0f);
+  EXPECT_EQ(lse[2], -kInf);
+}
+
+TEST(MergeStates, BadShapesAndPartialOverlapsThrowAndWriteNothing) {
+  std::vector<float> a(30, 1.0f), b(24, 2.0f), out(24, 7.0f), la(4, 0.0f), lb(4, 0.0f);
+  const TensorView<const float> va(a.data(), 24, 1, 2, 2, 6), vb(b.data(), 24, 1, 2, 2, 6);
+  const Span<const float> sa{la.data(), 4}, sb{lb.data(), 4};
+  EXPECT_THROW(multihead::merge_states(va, sa, TensorView<const float>(b.data(), 24, 1, 2, 3, 4),
+                                       sb, TensorView<float>(out.data(), 24, 1, 2, 2, 6)),
+               std::invalid_argument);
+  EXPECT_THROW(multihead::merge_states(va, Span<const float>{la.data(), 3}, vb, sb,
+                                       TensorView<float>(out.data(), 24, 1, 2, 2, 6)),
+               std::invalid_argument);
+  // o shifted by one element into a: neither the same view nor apart.
+  EXPECT_THROW(multihead::merge_states(va, sa, vb, sb,
+                                       TensorView<float>::strided(a.data() + 1, 29, 1, 2, 2, 6,
+                                                                  12, 6, 6)),
+               std::invalid_argument);
+  for (float x : out) EXPECT_EQ(x, 7.0f);
+  for (float x : a) EXPECT_EQ(x, 1.0f);
+}
+
+}  // namespace
