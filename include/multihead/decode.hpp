@@ -134,13 +134,13 @@ inline std::int64_t last_visible_key(const DecodeProblem& pr, std::int64_t lengt
 // next tile's token rows, all groups, are requested in address order, a share per step of
 // each group's work: step(i, n) is step i of n of group `group` of `groups`.
 struct TileFetches {
-  TilePrefetch this_v, next_k;          // this group's rows: this tile's V, the next tile's K
-  TilePrefetch next_keys, next_values;  // the next tile's token rows, every group
+  TilePrefetch this_v, next_k;   // this group's rows: this tile's V, the next tile's K
+  const TilePrefetch* next_rows = nullptr;  // the next tile's token rows, every group, K and V
+  int next_count = 0;                       // of each of its runs
   std::int64_t group = 0, groups = 1;
 
   void step(std::int64_t i, std::int64_t n) const {
-    next_keys.part(group * n + i, groups * n);
-    next_values.part(group * n + i, groups * n);
+    for (int r = 0; r < next_count; ++r) next_rows[r].part(group * n + i, groups * n);
   }
 };
 
@@ -203,26 +203,25 @@ class RowTiles {
     }
   }
 
-  // s = q·kᵀ for keys [j0, j0 + keys), masked where a row may not see a key. Meanwhile it asks
-  // for its share of the next tile's rows, a part per micro-tile, so that the requests keep
-  // pace with the products.
+  // s = q·kᵀ for keys [j0, j0 + keys), stored from position `offset` of the tile (a tile may
+  // gather several runs), masked where a row may not see a key. Meanwhile it asks for its share
+  // of the next tile's rows, a part per micro-tile, so the requests keep pace with the products.
   template <class E>
-  void scores(const E* k, std::int64_t k_stride, int keys, std::int64_t j0,
+  void scores(const E* k, std::int64_t k_stride, int keys, std::int64_t j0, int offset,
               const TileFetches& fetches) {
     for (int r = 0; r < rows_; r += 4) {
       const TileFetches& ahead = r == 0 ? fetches : TileFetches{};
       switch (std::min(4, rows_ - r)) {
-        case 1: qk_rows<1>(r, k, k_stride, keys, ahead); break;
-        case 2: qk_rows<2>(r, k, k_stride, keys, ahead); break;
-        case 3: qk_rows<3>(r, k, k_stride, keys, ahead); break;
-        default: qk_rows<4>(r, k, k_stride, keys, ahead); break;
+        case 1: qk_rows<1>(r, k, k_stride, keys, offset, ahead); break;
+        case 2: qk_rows<2>(r, k, k_stride, keys, offset, ahead); break;
+        case 3: qk_rows<3>(r, k, k_stride, keys, offset, ahead); break;
+        default: qk_rows<4>(r, k, k_stride, keys, offset, ahead); break;
       }
     }
-    if (j0 + keys - 1 > min_last_)  // some row stops seeing keys inside this tile
+    if (j0 + keys - 1 > min_last_)  // some row stops seeing keys inside this run
       for (int r = 0; r < rows_; ++r)
-        for (std::int64_t j = std::max<std::int64_t>(0, last_[r] - j0 + 1);
-             j < keys; ++j)
-          s_[r * (BC + W) + j] = simd::negative_infinity;
+        for (std::int64_t j = std::max<std::int64_t>(0, last_[r] - j0 + 1); j < keys; ++j)
+          s_[r * (BC + W) + offset + j] = simd::negative_infinity;
   }
 
   // The online-softmax step, per row: new max, the factor alpha carrying the old state over,
@@ -248,15 +247,16 @@ class RowTiles {
     }
   }
 
-  // o = alpha·o + p·v over the tile's keys (prefetching was done by scores).
+  // o = alpha·o + p·v over the keys at tile positions [offset, offset + keys); alpha is applied
+  // with the first run of a tile (offset 0). Prefetching was done by scores.
   template <class E>
-  void accumulate(const E* v, std::int64_t v_stride, int keys, const TileFetches&) {
+  void accumulate(const E* v, std::int64_t v_stride, int keys, int offset, const TileFetches&) {
     for (int r = 0; r < rows_; r += 4) {
       switch (std::min(4, rows_ - r)) {
-        case 1: pv_rows<1>(r, v, v_stride, keys); break;
-        case 2: pv_rows<2>(r, v, v_stride, keys); break;
-        case 3: pv_rows<3>(r, v, v_stride, keys); break;
-        default: pv_rows<4>(r, v, v_stride, keys); break;
+        case 1: pv_rows<1>(r, v, v_stride, keys, offset); break;
+        case 2: pv_rows<2>(r, v, v_stride, keys, offset); break;
+        case 3: pv_rows<3>(r, v, v_stride, keys, offset); break;
+        default: pv_rows<4>(r, v, v_stride, keys, offset); break;
       }
     }
   }
@@ -301,10 +301,10 @@ class RowTiles {
   }
 
   template <int RC, class E>
-  void qk_rows(int r0, const E* k, std::int64_t k_stride, int keys,
+  void qk_rows(int r0, const E* k, std::int64_t k_stride, int keys, int offset,
                const TileFetches& ahead) const {
     constexpr int MK = keys_per_micro(RC);
-    float* s = s_ + r0 * (BC + W);
+    float* s = s_ + r0 * (BC + W) + offset;
     const int parts = (keys + MK - 1) / MK;
     const auto fetch = [&](int part) { ahead.step(part, parts); };
     int j = 0;
@@ -319,14 +319,15 @@ class RowTiles {
   // o rows r0..r0+RC, CC vectors of columns from column c0: loaded once, scaled by alpha, then
   // every key adds p·v.
   template <int RC, int CC, class E>
-  void pv_micro(int r0, std::int64_t c0, const E* __restrict v, std::int64_t v_stride,
-                int keys) const {
+  void pv_micro(int r0, std::int64_t c0, const E* __restrict v, std::int64_t v_stride, int keys,
+                int offset) const {
     V acc[RC][CC];
     float* o = o_ + r0 * dvp_ + c0;
-    const float* p = s_ + r0 * (BC + W);
-    for (int r = 0; r < RC; ++r)
-      for (int c = 0; c < CC; ++c)
-        acc[r][c] = Ops::mul(Ops::load(o + r * dvp_ + c * W), Ops::set1(alpha_[r0 + r]));
+    const float* p = s_ + r0 * (BC + W) + offset;
+    for (int r = 0; r < RC; ++r) {
+      const V alpha = Ops::set1(offset == 0 ? alpha_[r0 + r] : 1.0f);
+      for (int c = 0; c < CC; ++c) acc[r][c] = Ops::mul(Ops::load(o + r * dvp_ + c * W), alpha);
+    }
     const E* row = v + c0;
     for (int j = 0; j < keys; ++j, row += v_stride) {
       V x[CC];
@@ -345,22 +346,23 @@ class RowTiles {
 
   template <int RC, int CC, class E>
   void pv_remainder(int r0, std::int64_t c0, int vectors, const E* v, std::int64_t v_stride,
-                    int keys) const {
+                    int keys, int offset) const {
     if constexpr (CC > 0) {
       if (vectors == CC)
-        pv_micro<RC, CC>(r0, c0, v, v_stride, keys);
+        pv_micro<RC, CC>(r0, c0, v, v_stride, keys, offset);
       else
-        pv_remainder<RC, CC - 1>(r0, c0, vectors, v, v_stride, keys);
+        pv_remainder<RC, CC - 1>(r0, c0, vectors, v, v_stride, keys, offset);
     }
   }
 
   template <int RC, class E>
-  void pv_rows(int r0, const E* v, std::int64_t v_stride, int keys) const {
+  void pv_rows(int r0, const E* v, std::int64_t v_stride, int keys, int offset) const {
     constexpr int CC = std::min(8, std::max(1, kAccumulators / RC));
     const std::int64_t vectors = dvp_ / W;
     std::int64_t c = 0;
-    for (; c + CC <= vectors; c += CC) pv_micro<RC, CC>(r0, c * W, v, v_stride, keys);
-    if (c < vectors) pv_remainder<RC, CC - 1>(r0, c * W, int(vectors - c), v, v_stride, keys);
+    for (; c + CC <= vectors; c += CC) pv_micro<RC, CC>(r0, c * W, v, v_stride, keys, offset);
+    if (c < vectors)
+      pv_remainder<RC, CC - 1>(r0, c * W, int(vectors - c), v, v_stride, keys, offset);
   }
 
   int rows_;
@@ -428,18 +430,20 @@ class ColumnTiles {
   }
 
   template <class E>
-  void scores(const E* k, std::int64_t k_stride, int keys, std::int64_t j0,
+  void scores(const E* k, std::int64_t k_stride, int keys, std::int64_t j0, int offset,
               const TileFetches& fetches) {
     static_assert(std::is_same_v<E, float>, "transposed tiles read float rows");
     // As in the fused kernel: this tile's V during Q·Kᵀ, the next tile's K during P·V.
     const TilePrefetch& next = fetches.this_v;
-    for (int v = 0; v < NV; ++v) tile_max_[v] = Ops::set1(simd::negative_infinity);
+    if (offset == 0)
+      for (int v = 0; v < NV; ++v) tile_max_[v] = Ops::set1(simd::negative_infinity);
+    float* st = st_ + offset * BR;
     if (j0 + keys - 1 > min_last_) {
       for (int r = 0; r < BR; ++r)
         limit_[r] = float(std::clamp<std::int64_t>(last_[r] - j0, -1, BC));
-      T::template qk_tile<true>(qt_, k, k_stride, d_, scale_, keys, limit_, st_, tile_max_, next);
+      T::template qk_tile<true>(qt_, k, k_stride, d_, scale_, keys, limit_, st, tile_max_, next);
     } else {
-      T::template qk_tile<false>(qt_, k, k_stride, d_, scale_, keys, limit_, st_, tile_max_,
+      T::template qk_tile<false>(qt_, k, k_stride, d_, scale_, keys, limit_, st, tile_max_,
                                  next);
     }
   }
@@ -447,9 +451,13 @@ class ColumnTiles {
   void softmax(int keys) { T::softmax_tile(st_, keys, tile_max_, m_, l_, alpha_); }
 
   template <class E>
-  void accumulate(const E* v, std::int64_t v_stride, int keys, const TileFetches& fetches) {
+  void accumulate(const E* v, std::int64_t v_stride, int keys, int offset,
+                  const TileFetches& fetches) {
     static_assert(std::is_same_v<E, float>, "transposed tiles read float rows");
-    T::pv_tile(ot_, st_, keys, v, v_stride, dv_, alpha_, fetches.next_k);
+    V ones[NV];
+    for (int x = 0; x < NV; ++x) ones[x] = Ops::set1(1.0f);
+    T::pv_tile(ot_, st_ + offset * BR, keys, v, v_stride, dv_, offset == 0 ? alpha_ : ones,
+               fetches.next_k);
   }
 
   // The state after the last tile, row by row: finish() spills the running max and sum.
@@ -488,6 +496,14 @@ void widen_rows(const S* rows, std::int64_t stride, int keys, std::int64_t dim,
   }
 }
 
+// Up to tile_keys consecutive tokens, gathered from one run or, in a paged cache, from the
+// runs of several blocks: one online-softmax step per tile, whatever the block size.
+template <class S, int kMaxRuns>
+struct KvTile {
+  KvRun<S> runs[kMaxRuns];
+  int count = 0, keys = 0;
+};
+
 // Runs paths[g] (one per KV group) over keys [begin, end) of batch entry b, a tile of at most
 // tile_keys tokens at a time, the groups of a tile one after another.
 template <class Path, class Source>
@@ -495,44 +511,71 @@ void attend_keys(Path* paths, std::int64_t groups, const Source& source, std::in
                  std::int64_t begin, std::int64_t end, std::int64_t tile_keys, std::int64_t d,
                  std::int64_t dv, float* tile) {
   using S = typename Source::storage_type;
-  const auto run_at = [&](std::int64_t j) {
-    return j < end ? source.run(b, j, std::min(tile_keys, end - j)) : KvRun<S>{};
+  using Tile = KvTile<S, Path::BC>;
+  const auto tile_at = [&](std::int64_t j) {
+    Tile t;
+    const std::int64_t want = std::min(tile_keys, end - j);
+    while (t.keys < want) {
+      t.runs[t.count] = source.run(b, j + t.keys, want - t.keys);
+      t.keys += t.runs[t.count++].keys;
+    }
+    return t;
   };
-  // The bytes of one token's K (V) rows, all groups: what the next tile's requests cover.
-  const auto token_row = [&](const KvRun<S>& r, bool keys) {
-    return keys ? (groups - 1) * r.k_group + d : (groups - 1) * r.v_group + dv;
-  };
-  KvRun<S> run = run_at(begin);
+  Tile current = tile_at(begin);
+  TilePrefetch next_rows[2 * Path::BC];
   for (std::int64_t j = begin; j < end;) {
-    const KvRun<S> next = run_at(j + run.keys);
+    const Tile next = j + current.keys < end ? tile_at(j + current.keys) : Tile{};
+    // The next tile's token rows, all groups (the bytes from group 0's row to the end of the
+    // last group's), K and V of each run.
+    for (int i = 0; i < next.count; ++i) {
+      const KvRun<S>& run = next.runs[i];
+      next_rows[2 * i] = TilePrefetch(run.k, run.k_stride, run.keys, (groups - 1) * run.k_group + d);
+      next_rows[2 * i + 1] =
+          TilePrefetch(run.v, run.v_stride, run.keys, (groups - 1) * run.v_group + dv);
+    }
+    const KvRun<S>& first = current.runs[0];
+    const KvRun<S> ahead = next.count > 0 ? next.runs[0] : KvRun<S>{};
     for (std::int64_t g = 0; g < groups; ++g) {
       Path& path = paths[g];
-      const S* k = run.k + g * run.k_group;
-      const S* v = run.v + g * run.v_group;
       const TileFetches fetches{
-          TilePrefetch(v, run.v_stride, run.keys, dv),
-          TilePrefetch(next.k ? next.k + g * next.k_group : nullptr, next.k_stride, next.keys, d),
-          TilePrefetch(next.k, next.k_stride, next.keys, token_row(next, true)),
-          TilePrefetch(next.v, next.v_stride, next.keys, token_row(next, false)), g, groups};
+          TilePrefetch(first.v + g * first.v_group, first.v_stride, first.keys, dv),
+          TilePrefetch(ahead.k ? ahead.k + g * ahead.k_group : nullptr, ahead.k_stride,
+                       ahead.keys, d),
+          next_rows, 2 * next.count, g, groups};
       bool done = false;
       if constexpr (Path::template kReads<S>) {
         if (path.reads_in_place()) {
-          path.scores(k, run.k_stride, run.keys, j, fetches);
-          path.softmax(run.keys);
-          path.accumulate(v, run.v_stride, run.keys, fetches);
+          for (int i = 0, offset = 0; i < current.count; offset += current.runs[i++].keys) {
+            const KvRun<S>& run = current.runs[i];
+            path.scores(run.k + g * run.k_group, run.k_stride, run.keys, j + offset, offset,
+                        i == 0 ? fetches : TileFetches{});
+          }
+          path.softmax(current.keys);
+          for (int i = 0, offset = 0; i < current.count; offset += current.runs[i++].keys) {
+            const KvRun<S>& run = current.runs[i];
+            path.accumulate(run.v + g * run.v_group, run.v_stride, run.keys, offset,
+                            i == 0 ? fetches : TileFetches{});
+          }
           done = true;
         }
       }
       if (!done) {  // widened into `tile`, K then V in turn
-        widen_rows(k, run.k_stride, run.keys, d, path.key_pitch(), tile);
-        path.scores(static_cast<const float*>(tile), path.key_pitch(), run.keys, j, fetches);
-        path.softmax(run.keys);
-        widen_rows(v, run.v_stride, run.keys, dv, path.value_pitch(), tile);
-        path.accumulate(static_cast<const float*>(tile), path.value_pitch(), run.keys, fetches);
+        const std::int64_t kp = path.key_pitch(), vp = path.value_pitch();
+        for (int i = 0, offset = 0; i < current.count; offset += current.runs[i++].keys) {
+          const KvRun<S>& run = current.runs[i];
+          widen_rows(run.k + g * run.k_group, run.k_stride, run.keys, d, kp, tile + offset * kp);
+        }
+        path.scores(static_cast<const float*>(tile), kp, current.keys, j, 0, fetches);
+        path.softmax(current.keys);
+        for (int i = 0, offset = 0; i < current.count; offset += current.runs[i++].keys) {
+          const KvRun<S>& run = current.runs[i];
+          widen_rows(run.v + g * run.v_group, run.v_stride, run.keys, dv, vp, tile + offset * vp);
+        }
+        path.accumulate(static_cast<const float*>(tile), vp, current.keys, 0, fetches);
       }
     }
-    j += run.keys;
-    run = next;
+    j += current.keys;
+    current = next;
   }
   for (std::int64_t g = 0; g < groups; ++g) paths[g].finish();
 }
