@@ -28,9 +28,12 @@
 
 #include <multihead/multihead.hpp>
 
+#include "module_testing.hpp"
 #include "naive_reference.hpp"
 
 namespace {
+
+using namespace module_testing;
 
 using multihead::bf16;
 using multihead::ForwardOptions;
@@ -76,37 +79,8 @@ float stored(float x) {
   return multihead::to_float(multihead::from_float<Storage>(x));
 }
 
-std::vector<float> to_vector(const RowMatrix& m) {
-  return std::vector<float>(m.data(), m.data() + m.size());
-}
-std::vector<float> to_vector(const Eigen::VectorXf& v) {
-  return std::vector<float>(v.data(), v.data() + v.size());
-}
 
-template <class Layer>
-naive::ModuleWeights weights_of(const Layer& layer) {
-  naive::ModuleWeights w;
-  w.wq = to_vector(layer.weight(Projection::q));
-  w.wk = to_vector(layer.weight(Projection::k));
-  w.wv = to_vector(layer.weight(Projection::v));
-  w.wo = to_vector(layer.weight(Projection::o));
-  w.bq = to_vector(layer.bias(Projection::q));
-  w.bk = to_vector(layer.bias(Projection::k));
-  w.bv = to_vector(layer.bias(Projection::v));
-  w.bo = to_vector(layer.bias(Projection::o));
-  return w;
-}
 
-naive::ModuleShape shape_of(const LayerConfig& c) {
-  naive::ModuleShape m;
-  m.model_dim = c.model_dim;
-  m.heads = c.heads;
-  m.kv_groups = c.kv_groups;
-  m.head_dim = c.head_dim;
-  m.value_dim = c.v_dim();
-  m.causal = c.causal;
-  return m;
-}
 
 std::int64_t sum(const std::vector<std::int64_t>& chunks) {
   std::int64_t total = 0;

@@ -10,9 +10,12 @@
 
 #include <multihead/multihead.hpp>
 
+#include "module_testing.hpp"
 #include "naive_reference.hpp"
 
 namespace {
+
+using namespace module_testing;
 
 using multihead::ForwardOptions;
 using multihead::KernelChoice;
@@ -44,44 +47,12 @@ std::string describe(const LayerConfig& c) {
          (c.scale ? ", scale " + std::to_string(*c.scale) : "");
 }
 
-std::vector<float> to_vector(const RowMatrix& m) {
-  return std::vector<float>(m.data(), m.data() + m.size());
-}
-std::vector<float> to_vector(const Eigen::VectorXf& v) {
-  return std::vector<float>(v.data(), v.data() + v.size());
-}
 
 RowMatrix to_matrix(const std::vector<float>& values, std::int64_t rows, std::int64_t cols) {
   return Eigen::Map<const RowMatrix>(values.data(), rows, cols);
 }
 
-naive::ModuleShape shape_of(const LayerConfig& c) {
-  naive::ModuleShape m;
-  m.model_dim = c.model_dim;
-  m.heads = c.heads;
-  m.kv_groups = c.kv_groups;
-  m.head_dim = c.head_dim;
-  m.value_dim = c.v_dim();
-  m.causal = c.causal;
-  if (c.scale) m.scale = static_cast<double>(*c.scale);
-  return m;
-}
 
-// The layer's parameters, read through its getters (used where the weights came from
-// init_random; the raw-buffer test below builds them independently).
-template <class Layer>
-naive::ModuleWeights weights_of(const Layer& layer) {
-  naive::ModuleWeights w;
-  w.wq = to_vector(layer.weight(Projection::q));
-  w.wk = to_vector(layer.weight(Projection::k));
-  w.wv = to_vector(layer.weight(Projection::v));
-  w.wo = to_vector(layer.weight(Projection::o));
-  w.bq = to_vector(layer.bias(Projection::q));
-  w.bk = to_vector(layer.bias(Projection::k));
-  w.bv = to_vector(layer.bias(Projection::v));
-  w.bo = to_vector(layer.bias(Projection::o));
-  return w;
-}
 
 // The layer's forward on x [batch·tokens, model_dim] must meet the accuracy standard against
 // the naive module in double, with the naive fp32 module setting the bound.

@@ -1,0 +1,48 @@
+// What the module tests share: a layer's config and parameters as the naive oracle's
+// (naive_reference.hpp) module shape and weights, read through the layer's getters.
+#pragma once
+
+#include <vector>
+
+#include <multihead/multihead.hpp>
+
+#include "naive_reference.hpp"
+
+namespace module_testing {
+
+inline std::vector<float> to_vector(const multihead::RowMatrix& m) {
+  return std::vector<float>(m.data(), m.data() + m.size());
+}
+inline std::vector<float> to_vector(const Eigen::VectorXf& v) {
+  return std::vector<float>(v.data(), v.data() + v.size());
+}
+
+inline naive::ModuleShape shape_of(const multihead::LayerConfig& c) {
+  naive::ModuleShape m;
+  m.model_dim = c.model_dim;
+  m.heads = c.heads;
+  m.kv_groups = c.kv_groups;
+  m.head_dim = c.head_dim;
+  m.value_dim = c.v_dim();
+  m.causal = c.causal;
+  if (c.scale) m.scale = static_cast<double>(*c.scale);
+  return m;
+}
+
+// The layer's parameters, read through its getters.
+template <class Layer>
+naive::ModuleWeights weights_of(const Layer& layer) {
+  using multihead::Projection;
+  naive::ModuleWeights w;
+  w.wq = to_vector(layer.weight(Projection::q));
+  w.wk = to_vector(layer.weight(Projection::k));
+  w.wv = to_vector(layer.weight(Projection::v));
+  w.wo = to_vector(layer.weight(Projection::o));
+  w.bq = to_vector(layer.bias(Projection::q));
+  w.bk = to_vector(layer.bias(Projection::k));
+  w.bv = to_vector(layer.bias(Projection::v));
+  w.bo = to_vector(layer.bias(Projection::o));
+  return w;
+}
+
+}  // namespace module_testing
