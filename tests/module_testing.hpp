@@ -1,7 +1,8 @@
-// What the module tests share: a layer's config and parameters as the naive oracle's
-// (naive_reference.hpp) module shape and weights, read through the layer's getters.
+// What the module tests share: building a layer's config, and its config and parameters as the
+// naive oracle's (naive_reference.hpp) module shape and weights, read through the getters.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include <multihead/multihead.hpp>
@@ -9,6 +10,20 @@
 #include "naive_reference.hpp"
 
 namespace module_testing {
+
+inline multihead::LayerConfig make_config(std::int64_t model_dim, std::int64_t heads,
+                                          std::int64_t kv_groups, std::int64_t head_dim,
+                                          bool bias, bool causal, std::int64_t value_dim = 0) {
+  multihead::LayerConfig c;
+  c.model_dim = model_dim;
+  c.heads = heads;
+  c.kv_groups = kv_groups;
+  c.head_dim = head_dim;
+  if (value_dim > 0) c.value_dim = value_dim;
+  c.bias = bias;
+  c.causal = causal;
+  return c;
+}
 
 inline std::vector<float> to_vector(const multihead::RowMatrix& m) {
   return std::vector<float>(m.data(), m.data() + m.size());

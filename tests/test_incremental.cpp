@@ -45,17 +45,10 @@ using multihead::Projection;
 using multihead::RowMatrix;
 using multihead::TensorView;
 
-LayerConfig make_config(std::int64_t model_dim, std::int64_t heads, std::int64_t kv_groups,
-                        std::int64_t head_dim, bool bias, std::int64_t value_dim = 0) {
-  LayerConfig c;
-  c.model_dim = model_dim;
-  c.heads = heads;
-  c.kv_groups = kv_groups;
-  c.head_dim = head_dim;
-  if (value_dim > 0) c.value_dim = value_dim;
-  c.bias = bias;
-  c.causal = true;
-  return c;
+// Incremental forward is for causal (decoder) layers.
+LayerConfig causal_config(std::int64_t model_dim, std::int64_t heads, std::int64_t kv_groups,
+                          std::int64_t head_dim, bool bias, std::int64_t value_dim = 0) {
+  return make_config(model_dim, heads, kv_groups, head_dim, bias, true, value_dim);
 }
 
 // The unit roundoff of a Storage: elements are stored with a relative error of at most this.
@@ -253,32 +246,32 @@ const std::vector<std::int64_t> kPlans[] = {
 TYPED_TEST(IncrementalForward, MultiHeadPrefillThenSteps) {
   for (std::int64_t batch : {1, 2})
     for (const auto& plan : kPlans)
-      check_incremental<multihead::MHA, TypeParam>(make_config(48, 4, 4, 12, true), batch, plan,
+      check_incremental<multihead::MHA, TypeParam>(causal_config(48, 4, 4, 12, true), batch, plan,
                                                    static_cast<std::uint64_t>(10 + batch));
 }
 
 TYPED_TEST(IncrementalForward, GroupedQueryPrefillThenSteps) {
   for (std::int64_t batch : {1, 2})
     for (const auto& plan : kPlans)
-      check_incremental<multihead::GQA, TypeParam>(make_config(64, 8, 2, 16, false), batch, plan,
+      check_incremental<multihead::GQA, TypeParam>(causal_config(64, 8, 2, 16, false), batch, plan,
                                                    static_cast<std::uint64_t>(20 + batch));
 }
 
 TYPED_TEST(IncrementalForward, MultiQueryPrefillThenSteps) {
   for (std::int64_t batch : {1, 2})
     for (const auto& plan : kPlans)
-      check_incremental<multihead::MQA, TypeParam>(make_config(32, 4, 1, 8, true), batch, plan,
+      check_incremental<multihead::MQA, TypeParam>(causal_config(32, 4, 1, 8, true), batch, plan,
                                                    static_cast<std::uint64_t>(30 + batch));
 }
 
 // A prefill in chunks: the later chunks attend over the cache, causally within themselves.
 TYPED_TEST(IncrementalForward, ChunkedPrefillThenSteps) {
   for (std::int64_t batch : {1, 2}) {
-    check_incremental<multihead::GQA, TypeParam>(make_config(64, 8, 2, 16, true), batch,
+    check_incremental<multihead::GQA, TypeParam>(causal_config(64, 8, 2, 16, true), batch,
                                                  {5, 6, 1, 1}, 40);
-    check_incremental<multihead::MQA, TypeParam>(make_config(32, 4, 1, 8, false, 20), batch,
+    check_incremental<multihead::MQA, TypeParam>(causal_config(32, 4, 1, 8, false, 20), batch,
                                                  {1, 9, 4, 1}, 41);
-    check_incremental<multihead::MHA, TypeParam>(make_config(40, 5, 5, 8, true, 4), batch,
+    check_incremental<multihead::MHA, TypeParam>(causal_config(40, 5, 5, 8, true, 4), batch,
                                                  {3, 3, 3, 1, 1}, 42);
   }
 }
@@ -288,9 +281,9 @@ TYPED_TEST(IncrementalForward, ChunkedPrefillThenSteps) {
 // sequence leaves the second thread to share the cache.
 TYPED_TEST(IncrementalForward, HeadDim128LongerContextAndThreads) {
   for (int threads : {1, 2}) {
-    check_incremental<multihead::GQA, TypeParam>(make_config(128, 4, 2, 128, true), 2,
+    check_incremental<multihead::GQA, TypeParam>(causal_config(128, 4, 2, 128, true), 2,
                                                  {70, 1, 1, 1}, 50, threads);
-    check_incremental<multihead::MQA, TypeParam>(make_config(64, 16, 1, 128, false), 1,
+    check_incremental<multihead::MQA, TypeParam>(causal_config(64, 16, 1, 128, false), 1,
                                                  {150, 1, 1}, 51, threads);
   }
 }
@@ -298,7 +291,7 @@ TYPED_TEST(IncrementalForward, HeadDim128LongerContextAndThreads) {
 // The bounds catch the slip of one position: a step that also sees an extra token, or that
 // misses the first one, differs from the forward by more than the bound allows.
 TYPED_TEST(IncrementalForward, OffByOneTokenIsCaught) {
-  const LayerConfig c = make_config(64, 8, 2, 16, true);
+  const LayerConfig c = causal_config(64, 8, 2, 16, true);
   const std::int64_t batch = 2, prefill = 8, steps = 3, total = prefill + steps;
   const std::vector<std::int64_t> chunks = {prefill, 1, 1, 1};
   multihead::GQA layer(c);
@@ -350,7 +343,7 @@ TYPED_TEST(IncrementalForward, OffByOneTokenIsCaught) {
 // A prefill into an empty cache is forward(x) itself, bitwise, whatever the cache stores: it
 // attends over the fresh fp32 K/V with the chosen kernel.
 TEST(IncrementalForwardPrefill, EqualsForwardBitwise) {
-  const LayerConfig c = make_config(64, 8, 2, 16, true);
+  const LayerConfig c = causal_config(64, 8, 2, 16, true);
   multihead::GQA layer(c);
   layer.init_random(70);
   const RowMatrix x =
@@ -369,7 +362,7 @@ TEST(IncrementalForwardPrefill, EqualsForwardBitwise) {
 // options.batch may be left at 1 (the cache's batch is used) or given; after clear() the same
 // sequence gives the same outputs, and the returning overload equals the one writing into y.
 TEST(IncrementalForwardPrefill, BatchDefaultClearAndOverloads) {
-  const LayerConfig c = make_config(32, 4, 1, 8, true);
+  const LayerConfig c = causal_config(32, 4, 1, 8, true);
   multihead::MQA layer(c);
   layer.init_random(80);
   const RowMatrix x =
@@ -445,7 +438,7 @@ KvCache<Storage> filled_cache(std::int64_t batch, std::int64_t capacity, std::in
 }
 
 TEST(IncrementalForwardErrors, CacheShapeMustMatchTheLayer) {
-  const LayerConfig c = make_config(64, 8, 2, 16, true, 24);
+  const LayerConfig c = causal_config(64, 8, 2, 16, true, 24);
   multihead::GQA layer(c);
   layer.init_random(90);
   const RowMatrix x = RowMatrix::Random(2, 64);
@@ -458,7 +451,7 @@ TEST(IncrementalForwardErrors, CacheShapeMustMatchTheLayer) {
 }
 
 TEST(IncrementalForwardErrors, CapacityOverflowLeavesEverythingAsItWas) {
-  const LayerConfig c = make_config(32, 4, 2, 8, false);
+  const LayerConfig c = causal_config(32, 4, 2, 8, false);
   multihead::GQA layer(c);
   layer.init_random(91);
   const RowMatrix x = RowMatrix::Random(2 * 7, 32);
@@ -476,7 +469,7 @@ TEST(IncrementalForwardErrors, CapacityOverflowLeavesEverythingAsItWas) {
 }
 
 TEST(IncrementalForwardErrors, BatchAndInputMustMatch) {
-  const LayerConfig c = make_config(32, 4, 1, 8, true);
+  const LayerConfig c = causal_config(32, 4, 1, 8, true);
   multihead::MQA layer(c);
   layer.init_random(92);
   auto cache = filled_cache<float>(2, 8, 1, 8, 8, 2);

@@ -25,20 +25,6 @@ using multihead::RowMatrix;
 
 const Projection kProjections[] = {Projection::q, Projection::k, Projection::v, Projection::o};
 
-LayerConfig make_config(std::int64_t model_dim, std::int64_t heads, std::int64_t kv_groups,
-                        std::int64_t head_dim, bool bias, bool causal,
-                        std::int64_t value_dim = 0) {
-  LayerConfig c;
-  c.model_dim = model_dim;
-  c.heads = heads;
-  c.kv_groups = kv_groups;
-  c.head_dim = head_dim;
-  if (value_dim > 0) c.value_dim = value_dim;
-  c.bias = bias;
-  c.causal = causal;
-  return c;
-}
-
 std::string describe(const LayerConfig& c) {
   return "model_dim " + std::to_string(c.model_dim) + ", heads " + std::to_string(c.heads) +
          ", kv_groups " + std::to_string(c.kv_groups) + ", head_dim " +

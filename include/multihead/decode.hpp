@@ -179,8 +179,8 @@ class RowTiles {
   }
 
   // K/V rows of any storage (kReads) can be read where they are, widened as they are loaded,
-  // when they hold whole vectors (reads_in_place); otherwise the caller widens them into a zero-padded tile of pitch
-  // key_pitch() / value_pitch().
+  // when they hold whole vectors (reads_in_place); otherwise the caller widens them into a
+  // zero-padded tile of pitch key_pitch() / value_pitch().
   template <class S>
   static constexpr bool kReads = true;
   bool reads_in_place() const { return dp_ == d_ && dvp_ == dv_; }
@@ -531,7 +531,8 @@ void attend_keys(Path* paths, std::int64_t groups, const Source& source, std::in
     // last group's), K and V of each run.
     for (int i = 0; i < next.count; ++i) {
       const KvRun<S>& run = next.runs[i];
-      next_rows[2 * i] = TilePrefetch(run.k, run.k_stride, run.keys, (groups - 1) * run.k_group + d);
+      next_rows[2 * i] =
+          TilePrefetch(run.k, run.k_stride, run.keys, (groups - 1) * run.k_group + d);
       next_rows[2 * i + 1] =
           TilePrefetch(run.v, run.v_stride, run.keys, (groups - 1) * run.v_group + dv);
     }
