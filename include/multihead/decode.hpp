@@ -414,16 +414,10 @@ class ColumnTiles {
     scale_ = pr.scale;
     min_last_ = length;
     for (int r = 0; r < BR; ++r) {
-      const std::int64_t row = r0 + std::min(r, rows_ - 1);
-      last_[r] = last_visible_key(pr, length, row);
+      last_[r] = last_visible_key(pr, length, r0 + std::min(r, rows_ - 1));
       min_last_ = std::min(min_last_, last_[r]);
-      if (r >= rows_) {
-        for (std::int64_t p = 0; p < d_; ++p) qt_[p * BR + r] = 0.0f;
-        continue;
-      }
-      const float* source = pr.q.row(b, row / gs, g * gs + row % gs);
-      for (std::int64_t p = 0; p < d_; ++p) qt_[p * BR + r] = source[p];
     }
+    pack_transposed_rows(pr.q, b, g, gs, r0, rows_, BR, d_, qt_);
     std::fill(ot_, ot_ + dv_ * BR, 0.0f);
     for (int v = 0; v < NV; ++v) {
       m_[v] = Ops::set1(simd::negative_infinity);
@@ -456,10 +450,10 @@ class ColumnTiles {
   void accumulate(const E* v, std::int64_t v_stride, int keys, int offset,
                   const TileFetches& fetches) {
     static_assert(std::is_same_v<E, float>, "transposed tiles read float rows");
-    V ones[NV];
-    for (int x = 0; x < NV; ++x) ones[x] = Ops::set1(1.0f);
-    T::pv_tile(ot_, st_ + offset * BR, keys, v, v_stride, dv_, offset == 0 ? alpha_ : ones,
-               fetches.next_k);
+    // Later runs of a tile add to outputs already rescaled by the first: factor 1.
+    if (offset > 0)
+      for (int x = 0; x < NV; ++x) alpha_[x] = Ops::set1(1.0f);
+    T::pv_tile(ot_, st_ + offset * BR, keys, v, v_stride, dv_, alpha_, fetches.next_k);
   }
 
   // The state after the last tile, row by row: finish() spills the running max and sum.

@@ -80,19 +80,11 @@ struct FusedKernel {
   // zero queries: they compute finite values that are never stored.
   static void pack_queries(const FusedProblem& pr, std::int64_t b, std::int64_t g,
                            std::int64_t r0, int rows, FusedWorkspace& ws) {
-    const std::int64_t d = D ? D : pr.shape.head_dim, gs = pr.shape.group_size();
+    const std::int64_t gs = pr.shape.group_size();
     const std::int64_t offset = pr.shape.kv_len - pr.shape.q_len;
-    for (int r = 0; r < BR; ++r) {
-      const std::int64_t row = r0 + std::min(r, rows - 1);
-      const std::int64_t position = row / gs, head = g * gs + row % gs;
-      ws.last_visible()[r] = position + offset;
-      if (r >= rows) {
-        for (std::int64_t p = 0; p < d; ++p) ws.qt[p * BR + r] = 0.0f;
-        continue;
-      }
-      const float* source = pr.q.row(b, position, head);
-      for (std::int64_t p = 0; p < d; ++p) ws.qt[p * BR + r] = source[p];
-    }
+    for (int r = 0; r < BR; ++r)
+      ws.last_visible()[r] = (r0 + std::min(r, rows - 1)) / gs + offset;
+    pack_transposed_rows(pr.q, b, g, gs, r0, rows, BR, D ? D : pr.shape.head_dim, ws.qt);
   }
 
   // Each row's last visible key relative to the tile starting at j0, clamped to [−1, BC] so

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "simd.hpp"
+#include "tensor_view.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
@@ -49,6 +50,23 @@ struct TilePrefetch {
     }
   }
 };
+
+// Packs rows [r0, r0 + rows) of KV group g's row space (row = query position · group_size +
+// head in the group) of q's batch entry b, transposed, into qt[p · block_rows + r]: the query
+// block the tiles below read. Rows from `rows` to block_rows are zero.
+inline void pack_transposed_rows(const TensorView<const float>& q, std::int64_t b,
+                                 std::int64_t g, std::int64_t group_size, std::int64_t r0,
+                                 int rows, int block_rows, std::int64_t d, float* qt) {
+  for (int r = 0; r < block_rows; ++r) {
+    if (r >= rows) {
+      for (std::int64_t p = 0; p < d; ++p) qt[p * block_rows + r] = 0.0f;
+      continue;
+    }
+    const std::int64_t row = r0 + r;
+    const float* source = q.row(b, row / group_size, g * group_size + row % group_size);
+    for (std::int64_t p = 0; p < d; ++p) qt[p * block_rows + r] = source[p];
+  }
+}
 
 // D, DV: head and value dims fixed at compile time (64, 128, 256), or 0 for "any, at run time".
 // Fixed dims let the compiler schedule the dim loops fully and drop remainder handling.
