@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include <multihead/multihead.hpp>
@@ -25,6 +26,18 @@ inline multihead::LayerConfig make_config(std::int64_t model_dim, std::int64_t h
   return c;
 }
 
+// c with a rope of the given layout, rotary_dim (the whole head by default) and base.
+inline multihead::LayerConfig with_rope(multihead::LayerConfig c, multihead::RopeLayout layout,
+                                        std::optional<std::int64_t> rotary_dim = std::nullopt,
+                                        double base = 10000.0) {
+  multihead::RopeConfig rope;
+  rope.layout = layout;
+  rope.rotary_dim = rotary_dim;
+  rope.base = base;
+  c.rope = rope;
+  return c;
+}
+
 inline std::vector<float> to_vector(const multihead::RowMatrix& m) {
   return std::vector<float>(m.data(), m.data() + m.size());
 }
@@ -41,6 +54,13 @@ inline naive::ModuleShape shape_of(const multihead::LayerConfig& c) {
   m.value_dim = c.v_dim();
   m.causal = c.causal;
   if (c.scale) m.scale = static_cast<double>(*c.scale);
+  if (c.rope) {
+    naive::Rope rope;
+    rope.rotary_dim = c.rope->rotary_dim.value_or(c.head_dim);
+    rope.base = c.rope->base;
+    rope.interleaved = c.rope->layout == multihead::RopeLayout::interleaved;
+    m.rope = rope;
+  }
   return m;
 }
 

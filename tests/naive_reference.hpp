@@ -131,6 +131,49 @@ double max_abs_score(const AttentionShape& s, const In* q, const In* k, double s
   return best;
 }
 
+// ---- Rotary position embedding ----------------------------------------------------------------
+
+// RoPE as the papers define it: pair i of the first rotary_dim dims of a head, at position p, is
+// rotated by the angle p·base^(−2i / rotary_dim): (a, b) → (a·cos − b·sin, b·cos + a·sin).
+struct Rope {
+  std::int64_t rotary_dim = 0;
+  double base = 10000.0;
+  bool interleaved = false;  // pairs (2i, 2i + 1); otherwise (i, i + rotary_dim / 2)
+};
+
+// Rotates x [rows, heads, head_dim] in place, row r at position positions[r]. The angle, its cos
+// and its sin are computed in double and rounded to Acc, so the fp32 naive loop rounds them once,
+// as any table of floats does; the rotation's products and sums are in Acc.
+template <class Acc>
+void rotate(std::vector<Acc>& x, std::int64_t heads, std::int64_t head_dim, const Rope& rope,
+            const std::vector<std::int64_t>& positions) {
+  const std::int64_t half = rope.rotary_dim / 2;
+  for (std::size_t r = 0; r < positions.size(); ++r)
+    for (std::int64_t h = 0; h < heads; ++h) {
+      Acc* row = x.data() + (static_cast<std::int64_t>(r) * heads + h) * head_dim;
+      for (std::int64_t i = 0; i < half; ++i) {
+        const double frequency = std::pow(rope.base, -2.0 * static_cast<double>(i) /
+                                                         static_cast<double>(rope.rotary_dim));
+        const double angle = static_cast<double>(positions[r]) * frequency;
+        const Acc c = static_cast<Acc>(std::cos(angle)), s = static_cast<Acc>(std::sin(angle));
+        Acc& a = row[rope.interleaved ? 2 * i : i];
+        Acc& b = row[rope.interleaved ? 2 * i + 1 : i + half];
+        const Acc a0 = a, b0 = b;
+        a = a0 * c - b0 * s;
+        b = b0 * c + a0 * s;
+      }
+    }
+}
+
+// The position of every row of a batch-major [batch·tokens] layout: 0, 1, ..., tokens − 1 for
+// each sequence.
+inline std::vector<std::int64_t> sequence_positions(std::int64_t batch, std::int64_t tokens) {
+  std::vector<std::int64_t> positions;
+  for (std::int64_t b = 0; b < batch; ++b)
+    for (std::int64_t t = 0; t < tokens; ++t) positions.push_back(t);
+  return positions;
+}
+
 // ---- The module: projections in the layout of PyTorch's nn.Linear ------------------------------
 
 struct ModuleShape {
@@ -141,6 +184,7 @@ struct ModuleShape {
   std::int64_t value_dim = 0;
   bool causal = false;
   std::optional<double> scale;  // defaults to 1/sqrt(head_dim)
+  std::optional<Rope> rope;     // applied to q and k after their projections
 };
 
 // Row-major float weights, W [out_features, in_features]; a bias is empty when absent.
@@ -167,10 +211,12 @@ std::vector<Acc> linear(const std::vector<In>& x, std::int64_t rows, std::int64_
 }
 
 // The attention layer on x [batch·tokens, model_dim] (batch-major rows): project to Q, K, V,
+// rotate Q and K if m.rope says so (row r at positions[r]; by default its index in its sequence),
 // attend within each sequence, project the heads back. Every step in Acc.
 template <class Acc>
 std::vector<Acc> module_forward(const ModuleShape& m, const ModuleWeights& w,
-                                const std::vector<float>& x, std::int64_t batch) {
+                                const std::vector<float>& x, std::int64_t batch,
+                                std::vector<std::int64_t> positions = {}) {
   const std::int64_t rows = static_cast<std::int64_t>(x.size()) / m.model_dim;
   AttentionShape s;
   s.batch = batch;
@@ -179,9 +225,13 @@ std::vector<Acc> module_forward(const ModuleShape& m, const ModuleWeights& w,
   s.kv_groups = m.kv_groups;
   s.head_dim = m.head_dim;
   s.value_dim = m.value_dim;
-  const std::vector<Acc> q = linear<Acc>(x, rows, m.model_dim, w.wq, m.heads * m.head_dim, w.bq);
-  const std::vector<Acc> k =
-      linear<Acc>(x, rows, m.model_dim, w.wk, m.kv_groups * m.head_dim, w.bk);
+  std::vector<Acc> q = linear<Acc>(x, rows, m.model_dim, w.wq, m.heads * m.head_dim, w.bq);
+  std::vector<Acc> k = linear<Acc>(x, rows, m.model_dim, w.wk, m.kv_groups * m.head_dim, w.bk);
+  if (m.rope) {
+    if (positions.empty()) positions = sequence_positions(batch, rows / batch);
+    rotate(q, m.heads, m.head_dim, *m.rope, positions);
+    rotate(k, m.kv_groups, m.head_dim, *m.rope, positions);
+  }
   const std::vector<Acc> v =
       linear<Acc>(x, rows, m.model_dim, w.wv, m.kv_groups * m.value_dim, w.bv);
   const AttentionResult<Acc> a =

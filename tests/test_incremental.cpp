@@ -1,6 +1,7 @@
 // The incremental forward, Attention::forward(x, cache, y): with the causal mask, a prefill of N
 // tokens and then M single-token steps (or a prefill in chunks) gives the outputs of one forward
-// over the N + M tokens — for MHA, GQA and MQA, over float, bf16 and fp16 caches.
+// over the N + M tokens — for MHA, GQA and MQA, over float, bf16 and fp16 caches, with and without
+// RoPE (the new tokens rotated at their true positions).
 //
 // Two yardsticks, both per case:
 //  - the library's own forward over all the tokens. A float cache changes nothing but the order
@@ -118,7 +119,8 @@ RowMatrix run_incremental(Layer& layer, KvCache<Storage>& cache, const RowMatrix
 // The naive module in double, run as the incremental forward runs it: chunk by chunk, each
 // chunk's queries over every token so far, causal, with K and V as a Storage cache holds them —
 // rounded once to Storage, except in the first chunk, a prefill into an empty cache, which reads
-// its fresh K/V. With float storage this is the naive module over all tokens.
+// its fresh K/V. With a rope, q and k are rotated at their positions in the whole sequence before
+// anything is cached. With float storage this is the naive module over all tokens.
 template <class Storage>
 std::vector<double> naive_incremental(const naive::ModuleShape& m, const naive::ModuleWeights& w,
                                       const std::vector<float>& x, std::int64_t batch,
@@ -127,9 +129,14 @@ std::vector<double> naive_incremental(const naive::ModuleShape& m, const naive::
   const std::int64_t total = rows / batch;
   const std::int64_t kd = m.kv_groups * m.head_dim, vd = m.kv_groups * m.value_dim;
   const std::int64_t qd = m.heads * m.head_dim, od = m.heads * m.value_dim;
-  const std::vector<double> q = naive::linear<double>(x, rows, m.model_dim, w.wq, qd, w.bq);
-  const std::vector<double> k = naive::linear<double>(x, rows, m.model_dim, w.wk, kd, w.bk);
+  std::vector<double> q = naive::linear<double>(x, rows, m.model_dim, w.wq, qd, w.bq);
+  std::vector<double> k = naive::linear<double>(x, rows, m.model_dim, w.wk, kd, w.bk);
   const std::vector<double> v = naive::linear<double>(x, rows, m.model_dim, w.wv, vd, w.bv);
+  if (m.rope) {
+    const std::vector<std::int64_t> positions = naive::sequence_positions(batch, total);
+    naive::rotate(q, m.heads, m.head_dim, *m.rope, positions);
+    naive::rotate(k, m.kv_groups, m.head_dim, *m.rope, positions);
+  }
   // As a cache holds them: fp32 as projected, then rounded once to Storage.
   const auto cached = [](std::vector<double> values) {
     for (double& x : values) x = stored<Storage>(static_cast<float>(x));
@@ -288,6 +295,57 @@ TYPED_TEST(IncrementalForward, HeadDim128LongerContextAndThreads) {
   }
 }
 
+// With a rope, each call rotates its tokens at their true positions, from the cache's length on:
+// the same plans as above, both layouts, whole and partial rotary, and a long-context base.
+TYPED_TEST(IncrementalForward, RopePrefillThenSteps) {
+  using multihead::RopeLayout;
+  for (std::int64_t batch : {1, 2})
+    for (RopeLayout layout : {RopeLayout::rotate_half, RopeLayout::interleaved}) {
+      const std::uint64_t seed = 100 + static_cast<std::uint64_t>(batch) * 10 +
+                                 (layout == RopeLayout::interleaved) * 5;
+      for (const auto& plan : kPlans) {
+        check_incremental<multihead::MHA, TypeParam>(
+            with_rope(causal_config(48, 4, 4, 12, true), layout), batch, plan, seed);
+        check_incremental<multihead::GQA, TypeParam>(
+            with_rope(causal_config(64, 8, 2, 16, false), layout, 8, 500000.0), batch, plan,
+            seed + 1);
+        check_incremental<multihead::MQA, TypeParam>(
+            with_rope(causal_config(32, 4, 1, 8, true, 12), layout, 4), batch, plan, seed + 2);
+      }
+      check_incremental<multihead::GQA, TypeParam>(
+          with_rope(causal_config(64, 8, 2, 16, true), layout), batch, {5, 6, 1, 1}, seed + 3);
+    }
+  check_incremental<multihead::GQA, TypeParam>(
+      with_rope(causal_config(128, 4, 2, 128, true), RopeLayout::rotate_half), 2, {70, 1, 1, 1},
+      150, 2);
+}
+
+// A step rotated one position off, against the naive module: with the steps' q and k one
+// position further on, the bound of the honest run is exceeded many times over.
+TYPED_TEST(IncrementalForward, RopeStepAtTheWrongPositionIsCaught) {
+  const LayerConfig c =
+      with_rope(causal_config(64, 8, 2, 16, true), multihead::RopeLayout::rotate_half);
+  const std::int64_t batch = 2, prefill = 8, total = 11;
+  const std::vector<std::int64_t> chunks = {prefill, 1, 1, 1};
+  multihead::GQA layer(c);
+  layer.init_random(160);
+  const std::vector<float> x = naive::random_vector(batch * total * c.model_dim, 161);
+  const RowMatrix x_all = Eigen::Map<const RowMatrix>(x.data(), batch * total, c.model_dim);
+  KvCache<TypeParam> cache(batch, total, c.kv_groups, c.head_dim);
+  const RowMatrix incremental = run_incremental(layer, cache, x_all, batch, chunks);
+  const RowMatrix forward = layer.forward(x_all, ForwardOptions{batch});
+  const naive::ModuleWeights w = weights_of(layer);
+  const Comparison r = compare<TypeParam>(incremental, forward, c, w, x, batch, chunks);
+  ASSERT_LE(r.vs_exact, r.exact_bound);
+
+  std::vector<std::int64_t> slipped = naive::sequence_positions(batch, total);
+  for (std::int64_t& p : slipped)
+    if (p >= prefill) p += 1;
+  const std::vector<double> wrong =
+      naive::module_forward<double>(shape_of(c), w, x, batch, slipped);
+  EXPECT_GT(naive::max_abs_error(to_vector(incremental), wrong), 10 * r.exact_bound);
+}
+
 // The bounds catch the slip of one position: a step that also sees an extra token, or that
 // misses the first one, differs from the forward by more than the bound allows.
 TYPED_TEST(IncrementalForward, OffByOneTokenIsCaught) {
@@ -341,21 +399,25 @@ TYPED_TEST(IncrementalForward, OffByOneTokenIsCaught) {
 }
 
 // A prefill into an empty cache is forward(x) itself, bitwise, whatever the cache stores: it
-// attends over the fresh fp32 K/V with the chosen kernel.
+// attends over the fresh fp32 K/V with the chosen kernel (rotated alike when there is a rope).
 TEST(IncrementalForwardPrefill, EqualsForwardBitwise) {
-  const LayerConfig c = causal_config(64, 8, 2, 16, true);
-  multihead::GQA layer(c);
-  layer.init_random(70);
-  const RowMatrix x =
-      Eigen::Map<const RowMatrix>(naive::random_vector(2 * 9 * 64, 71).data(), 18, 64);
-  for (KernelChoice kernel : {KernelChoice::fused, KernelChoice::reference}) {
-    const ForwardOptions options{2, 1, kernel};
-    KvCache<float> f32(2, 9, 2, 16);
-    KvCache<bf16> b16(2, 9, 2, 16);
-    const RowMatrix expected = layer.forward(x, options);
-    EXPECT_TRUE(layer.forward(x, f32, options) == expected);
-    EXPECT_TRUE(layer.forward(x, b16, options) == expected);
-    EXPECT_EQ(b16.length(), 9);
+  const LayerConfig configs[] = {
+      causal_config(64, 8, 2, 16, true),
+      with_rope(causal_config(64, 8, 2, 16, true), multihead::RopeLayout::interleaved, 10)};
+  for (const LayerConfig& c : configs) {
+    multihead::GQA layer(c);
+    layer.init_random(70);
+    const RowMatrix x =
+        Eigen::Map<const RowMatrix>(naive::random_vector(2 * 9 * 64, 71).data(), 18, 64);
+    for (KernelChoice kernel : {KernelChoice::fused, KernelChoice::reference}) {
+      const ForwardOptions options{2, 1, kernel};
+      KvCache<float> f32(2, 9, 2, 16);
+      KvCache<bf16> b16(2, 9, 2, 16);
+      const RowMatrix expected = layer.forward(x, options);
+      EXPECT_TRUE(layer.forward(x, f32, options) == expected);
+      EXPECT_TRUE(layer.forward(x, b16, options) == expected);
+      EXPECT_EQ(b16.length(), 9);
+    }
   }
 }
 

@@ -1,6 +1,6 @@
 // Attention<Variant> against the naive module forward of tests/naive_reference.hpp (double
-// oracle, fp32 naive loop for the tolerance), plus its parameters and the MHA/GQA/MQA
-// equivalences.
+// oracle, fp32 naive loop for the tolerance), with and without RoPE, plus its parameters and the
+// MHA/GQA/MQA equivalences.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -30,7 +30,13 @@ std::string describe(const LayerConfig& c) {
          ", kv_groups " + std::to_string(c.kv_groups) + ", head_dim " +
          std::to_string(c.head_dim) + ", value_dim " + std::to_string(c.v_dim()) +
          (c.bias ? ", bias" : "") + (c.causal ? ", causal" : "") +
-         (c.scale ? ", scale " + std::to_string(*c.scale) : "");
+         (c.scale ? ", scale " + std::to_string(*c.scale) : "") +
+         (c.rope ? std::string(c.rope->layout == multihead::RopeLayout::interleaved
+                                   ? ", rope interleaved"
+                                   : ", rope rotate_half") +
+                       " " + std::to_string(c.rope->rotary_dims(c.head_dim)) + " dims, base " +
+                       std::to_string(c.rope->base)
+                 : "");
 }
 
 
@@ -196,6 +202,73 @@ TEST(ModuleForward, FreshLayerIsZero) {
     const RowMatrix y = layer.forward(to_matrix(naive::random_vector(5 * 16, 1), 5, 16));
     EXPECT_TRUE((y.array() == 0.0f).all());
   }
+}
+
+// ---- Rotary position embedding -----------------------------------------------------------------
+
+// A layer with a rope against the naive module rotating its q and k by the formula: each variant,
+// both layouts, whole and partial rotary, two bases, with and without the causal mask, both
+// kernels.
+TEST(ModuleRope, LayerWithRopeMatchesNaive) {
+  using multihead::RopeLayout;
+  for (RopeLayout layout : {RopeLayout::rotate_half, RopeLayout::interleaved})
+    for (bool causal : {false, true}) {
+      const std::uint64_t seed = 100 + (layout == RopeLayout::interleaved) * 10 + causal * 5;
+      check_forward<multihead::GQA>(with_rope(make_config(64, 8, 2, 16, true, causal), layout), 2,
+                                    11, 0, seed);
+      check_forward<multihead::GQA>(
+          with_rope(make_config(64, 8, 2, 16, false, causal), layout, 8, 500000.0), 1, 33, 0,
+          seed + 1);
+      check_forward<multihead::MHA>(
+          with_rope(make_config(48, 4, 4, 12, true, causal), layout, 6, 100.0), 2, 9, 0, seed + 2);
+      check_forward<multihead::MQA>(
+          with_rope(make_config(32, 4, 1, 8, false, causal, 12), layout), 3, 13, 0, seed + 3);
+    }
+  const LayerConfig c = with_rope(make_config(128, 4, 1, 64, true, true), RopeLayout::rotate_half);
+  for (KernelChoice kernel : {KernelChoice::reference, KernelChoice::fused}) {
+    SCOPED_TRACE(describe(c) + (kernel == KernelChoice::fused ? ", fused" : ", reference"));
+    multihead::MQA layer(c);
+    layer.init_random(120);
+    const std::vector<float> x = naive::random_vector(2 * 65 * c.model_dim, 121);
+    expect_forward_meets_standard(layer, weights_of(layer), x, 2, 0, kernel);
+  }
+}
+
+// The standard catches a rope that is missing, of the other layout, or one position off for one
+// token; it cannot see every position moved by the same distance, since attention only sees
+// differences of positions (test_rope.cpp checks the absolute ones).
+TEST(ModuleRope, PositionsAndLayoutMatter) {
+  const LayerConfig c =
+      with_rope(make_config(64, 8, 2, 16, true, true), multihead::RopeLayout::rotate_half);
+  multihead::GQA layer(c);
+  layer.init_random(130);
+  const naive::ModuleWeights w = weights_of(layer);
+  const std::int64_t batch = 2, tokens = 12;
+  const std::vector<float> x = naive::random_vector(batch * tokens * c.model_dim, 131);
+  const std::vector<float> lib = to_vector(
+      layer.forward(to_matrix(x, batch * tokens, c.model_dim), ForwardOptions{batch, 0}));
+  const naive::ModuleShape m = shape_of(c);
+  const std::vector<float> fp32 = naive::module_forward<float>(m, w, x, batch);
+  const std::vector<double> exact = naive::module_forward<double>(m, w, x, batch);
+  const double bound = 2.0 * naive::max_abs_error(fp32, exact) + 1e-6;  // the standard's
+  const auto error = [&](const naive::ModuleShape& shape, std::vector<std::int64_t> positions) {
+    return naive::max_abs_error(lib, naive::module_forward<double>(shape, w, x, batch, positions));
+  };
+  const std::vector<std::int64_t> positions = naive::sequence_positions(batch, tokens);
+  ASSERT_LE(error(m, positions), bound);
+
+  naive::ModuleShape without = m;
+  without.rope.reset();
+  EXPECT_GT(error(without, positions), 10 * bound) << "the rope had no effect";
+  naive::ModuleShape other = m;
+  other.rope->interleaved = true;
+  EXPECT_GT(error(other, positions), 10 * bound) << "the layouts agree";
+  std::vector<std::int64_t> slipped = positions;
+  slipped[static_cast<std::size_t>(tokens - 1)] += 1;  // the last token of sequence 0
+  EXPECT_GT(error(m, slipped), 10 * bound) << "one token one position off passed";
+  std::vector<std::int64_t> moved = positions;
+  for (std::int64_t& p : moved) p += 100;
+  EXPECT_LE(error(m, moved), bound) << "moving every position by 100 changed the output";
 }
 
 // ---- Setting and initialising parameters -------------------------------------------------------

@@ -7,6 +7,8 @@
 //   Wv [kv_groups·value_dim, model_dim] Wo [model_dim, heads·value_dim]
 // The input x is [batch·tokens, model_dim], batch-major (the rows of sequence 0, then 1, ...).
 // Q = x·Wqᵀ is then exactly the [batch, tokens, heads, head_dim] layout the kernels read.
+// With config.rope set, Q and K are rotated by their tokens' positions (rope.hpp) between the
+// projections and the kernel: every query head, and every K/V group's key.
 //
 // Two ways to run a layer:
 //   forward(x, y)         the whole sequences at once (training, scoring, a one-shot prefill);
@@ -21,6 +23,7 @@
 #include <Eigen/Core>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <type_traits>
 
@@ -30,6 +33,7 @@
 #include "kv_cache.hpp"
 #include "parallel.hpp"
 #include "reference.hpp"
+#include "rope.hpp"
 #include "variant.hpp"
 
 namespace multihead {
@@ -94,6 +98,7 @@ class Attention {
   explicit Attention(const LayerConfig& config) : config_(config) {
     config_.validate();
     Variant::check(config_);
+    if (config_.rope) rope_.emplace(*config_.rope, config_.head_dim);
     for (Projection p : {Projection::q, Projection::k, Projection::v, Projection::o}) {
       weight_ref(p).setZero(out_features(p), in_features(p));
       if (config_.bias) bias_ref(p).setZero(out_features(p));
@@ -185,6 +190,7 @@ class Attention {
     const std::int64_t batch = options.batch, tokens = x.rows() / batch;
     const int threads = resolve_threads(options.threads);
     project_inputs(x, threads);
+    rotate(batch, tokens, 0);
     attend_fresh(batch, tokens, options.kernel, threads);
     detail::project(attended_, wo_, bo_, y, threads);
   }
@@ -195,6 +201,8 @@ class Attention {
   // cache.length() tokens (causal per config, bottom-right aligned, so the new tokens are the last
   // ones), and writes y [x.rows(), model_dim]. A prefill of N tokens into an empty cache followed
   // by M single-token steps gives what forward(x) gives over the N + M tokens with the causal mask.
+  // With a rope, the new tokens are at positions cache.length() onwards; their keys are rotated
+  // before they are cached.
   //
   // A call into an empty cache (a prefill) attends over the fresh fp32 K/V with options.kernel,
   // as engines do: that is forward(x)'s work, and it does not read back what a bf16 or fp16 cache
@@ -225,6 +233,7 @@ class Attention {
     const int threads = resolve_threads(options.threads);
 
     project_inputs(x, threads);
+    rotate(batch, tokens, cache.length());
     const bool prefill = cache.length() == 0;
     cache.append(view(k_, batch, tokens, config_.kv_groups, config_.head_dim),
                  view(v_, batch, tokens, config_.kv_groups, config_.v_dim()));
@@ -309,6 +318,10 @@ class Attention {
                                       std::int64_t heads, std::int64_t dim) {
     return TensorView<const float>(m.data(), m.size(), batch, tokens, heads, dim);
   }
+  static TensorView<float> mutable_view(RowMatrix& m, std::int64_t batch, std::int64_t tokens,
+                                        std::int64_t heads, std::int64_t dim) {
+    return TensorView<float>(m.data(), m.size(), batch, tokens, heads, dim);
+  }
   TensorView<float> output_view(std::int64_t batch, std::int64_t tokens) {
     return TensorView<float>(attended_.data(), attended_.size(), batch, tokens, config_.heads,
                              config_.v_dim());
@@ -320,6 +333,15 @@ class Attention {
     kernel.causal = config_.causal;
     kernel.threads = threads;
     return kernel;
+  }
+
+  // With a rope, rotates the projected q and k of `tokens` tokens per sequence, the first at
+  // position `first`. The table grows geometrically, so steps of one token rarely allocate.
+  void rotate(std::int64_t batch, std::int64_t tokens, std::int64_t first) {
+    if (!rope_) return;
+    rope_->reserve(detail::checked_add(first, tokens, "last position (first + tokens)"));
+    apply_rope(*rope_, mutable_view(q_, batch, tokens, config_.heads, config_.head_dim), first);
+    apply_rope(*rope_, mutable_view(k_, batch, tokens, config_.kv_groups, config_.head_dim), first);
   }
 
   // Attention of the projected tokens over themselves, into attended_.
@@ -345,6 +367,7 @@ class Attention {
   Eigen::VectorXf bq_, bk_, bv_, bo_;
   // Workspaces reused across calls: the projections of x and the attended heads.
   RowMatrix q_, k_, v_, attended_;
+  std::optional<RopeTable> rope_;  // cos and sin per position, when config_.rope is set
 };
 
 using MHA = Attention<variant::MultiHead>;

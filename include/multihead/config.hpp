@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "error.hpp"
+#include "rope.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
@@ -41,17 +42,20 @@ struct LayerConfig {
   bool bias = false;                      // q, k, v and o projections carry a bias
   bool causal = true;                     // decoder self-attention; see KernelOptions::causal
   std::optional<float> scale;             // defaults to 1/sqrt(head_dim)
+  std::optional<RopeConfig> rope;         // rotary position embedding of q and k (rope.hpp)
 
   std::int64_t v_dim() const { return value_dim.value_or(head_dim); }
   std::int64_t group_size() const { return heads / kv_groups; }
 
-  // Throws unless every size is positive, kv_groups divides heads and the weight sizes fit.
+  // Throws unless every size is positive, kv_groups divides heads, the weight sizes fit and a
+  // rope suits head_dim.
   void validate() const {
     using detail::require;
     using detail::require_positive;
     require_positive(model_dim, "model_dim");
     detail::check_heads(heads, kv_groups, head_dim, v_dim());
     if (scale) require(*scale > 0.0f && std::isfinite(*scale), "scale (", *scale, ") must be positive and finite");
+    if (rope) rope->validate(head_dim);
     // The largest weights: Wq [heads·head_dim, model_dim] and Wo [model_dim, heads·value_dim].
     detail::checked_product("Wq size (heads * head_dim * model_dim)", heads, head_dim, model_dim);
     detail::checked_product("Wo size (model_dim * heads * value_dim)", model_dim, heads, v_dim());
