@@ -80,19 +80,51 @@ inline void check_kv_input(const TensorView<const float>& x, const char* name, s
           ")");
 }
 
-// Narrows tokens [t0, t0 + n) of batch entry b of x into dst, dense [n, heads, dim]: one
-// conversion call when x's rows are dense too (the usual case), else one per row.
+// Appended views come in pairs (k and v; a latent and its RoPE key) of one token count.
+inline std::int64_t same_tokens(const TensorView<const float>& a, const char* a_name,
+                                const TensorView<const float>& b, const char* b_name) {
+  require(a.tokens() == b.tokens(), "append: ", a_name, ".tokens (", a.tokens(), ") and ", b_name,
+          ".tokens (", b.tokens(), ") differ");
+  return a.tokens();
+}
+
+// Checks appended k and v against a KV cache's shape; returns their token count.
+inline std::int64_t check_kv_append(const TensorView<const float>& k,
+                                    const TensorView<const float>& v, std::int64_t batch,
+                                    std::int64_t kv_groups, std::int64_t head_dim,
+                                    std::int64_t value_dim) {
+  check_kv_input(k, "append: k", batch, kv_groups, head_dim, "head_dim");
+  check_kv_input(v, "append: v", batch, kv_groups, value_dim, "value_dim");
+  return same_tokens(k, "k", v, "v");
+}
+
+// A contiguous cache holding `length` of `capacity` tokens must have room for n more.
+inline void require_room(std::int64_t n, std::int64_t length, std::int64_t capacity) {
+  require(n <= capacity - length, "append of ", n, " tokens to a cache holding ", length,
+          " of capacity ", capacity);
+}
+
+// Narrows tokens [t0, t0 + n) of batch entry b of x into dst, where each token's rows
+// [heads, dim] are dense and tokens dst_stride elements apart: one conversion call when both
+// sides are dense (the usual case), else one per row.
 template <class Storage>
 void store_tokens(const TensorView<const float>& x, std::int64_t b, std::int64_t t0, std::int64_t n,
-                  Storage* dst) {
+                  Storage* dst, std::int64_t dst_stride) {
   const std::int64_t heads = x.heads(), dim = x.dim();
-  if (x.head_stride() == dim && x.token_stride() == heads * dim) {
+  if (x.head_stride() == dim && x.token_stride() == heads * dim && dst_stride == heads * dim) {
     convert(x.row(b, t0, 0), dst, n * heads * dim);
     return;
   }
   for (std::int64_t t = 0; t < n; ++t)
     for (std::int64_t h = 0; h < heads; ++h)
-      convert(x.row(b, t0 + t, h), dst + (t * heads + h) * dim, dim);
+      convert(x.row(b, t0 + t, h), dst + t * dst_stride + h * dim, dim);
+}
+
+// Into dense [n, heads, dim].
+template <class Storage>
+void store_tokens(const TensorView<const float>& x, std::int64_t b, std::int64_t t0, std::int64_t n,
+                  Storage* dst) {
+  store_tokens(x, b, t0, n, dst, x.heads() * x.dim());
 }
 
 }  // namespace detail
@@ -151,13 +183,9 @@ class KvCache {
   // Throws std::invalid_argument, with the cache unchanged, if a shape differs from the cache's
   // or the tokens do not fit.
   void append(TensorView<const float> k, TensorView<const float> v) {
-    detail::check_kv_input(k, "append: k", batch_, kv_groups_, head_dim_, "head_dim");
-    detail::check_kv_input(v, "append: v", batch_, kv_groups_, value_dim_, "value_dim");
-    const std::int64_t n = k.tokens();
-    detail::require(v.tokens() == n, "append: k.tokens (", n, ") and v.tokens (", v.tokens(),
-                    ") differ");
-    detail::require(n <= capacity_ - length_, "append of ", n, " tokens to a cache holding ",
-                    length_, " of capacity ", capacity_);
+    const std::int64_t n =
+        detail::check_kv_append(k, v, batch_, kv_groups_, head_dim_, value_dim_);
+    detail::require_room(n, length_, capacity_);
     for (std::int64_t b = 0; b < batch_; ++b) {
       detail::store_tokens(k, b, 0, n,
                            key_data() + (b * capacity_ + length_) * kv_groups_ * head_dim_);
