@@ -12,10 +12,11 @@
 //  - Split-KV. When batch alone would leave threads idle, a sequence's cache is split along its
 //    length; each split leaves an online-softmax state (out, max, sum; state.hpp) per group and
 //    the states of one block are merged, in split order, after all units ran.
-//  - Two tile paths, by rows per block. Few rows (MHA, small GQA groups; rows ≤ W/2): rows stay
-//    row-major and Q·Kᵀ is vectorised along the head dim, one lane reduction per score; P·V
-//    broadcasts each probability over a row of V. Many rows: the fused kernel's transposed
-//    tiles (microkernel.hpp), with as many row vectors as the block needs.
+//  - Two tile paths, by rows per block. Few rows (MHA, small GQA groups; rows ≤ W/2), or up to
+//    2·W rows of wide heads (head dim ≥ 256: MLA's absorbed 576): rows stay row-major and Q·Kᵀ is
+//    vectorised along the head dim, one lane reduction per score; P·V broadcasts each probability
+//    over a row of V. Many rows of narrow heads: the fused kernel's transposed tiles
+//    (microkernel.hpp), with as many row vectors as the block needs.
 //  - Storage. The row-major tiles read float, bf16 and fp16 rows in place, widening as they
 //    load; the transposed tiles get bf16 / fp16 rows widened a tile at a time into a per-thread
 //    buffer. Every product runs in fp32.
@@ -37,8 +38,10 @@
 
 #include "kernel_args.hpp"
 #include "kv_cache.hpp"
+#include "latent_cache.hpp"
 #include "microkernel.hpp"
 #include "paged_kv_cache.hpp"
+#include "paged_latent_cache.hpp"
 #include "parallel.hpp"
 #include "state.hpp"
 
@@ -71,22 +74,24 @@ struct ViewRuns {
   }
 };
 
-// Sequences of a paged cache: runs end at block boundaries.
-template <class S>
+// Sequences of a paged cache (PagedKvCache, PagedLatentCache): runs end at block boundaries.
+// In a block, token rows lie key_token_stride() (value_token_stride()) elements apart from
+// key_block() (value_block()); a latent cache's V rows are its K rows' first elements.
+template <class Cache>
 struct PagedRuns {
-  using storage_type = S;
-  const PagedKvCache<S>* cache;
+  using storage_type = typename Cache::storage_type;
+  const Cache* cache;
   const std::int64_t* const* tables;  // per batch entry, the sequence's block ids
   const std::int64_t* lengths;        // per batch entry, the sequence's length
+  std::int64_t d, dv;                 // a token's group rows are dense: d (dv) apart
 
   std::int64_t length(std::int64_t b) const { return lengths[b]; }
-  KvRun<S> run(std::int64_t b, std::int64_t j, std::int64_t most) const {
-    const std::int64_t block_size = cache->block_size(), groups = cache->kv_groups();
-    const std::int64_t d = cache->head_dim(), dv = cache->value_dim();
+  KvRun<storage_type> run(std::int64_t b, std::int64_t j, std::int64_t most) const {
+    const std::int64_t block_size = cache->block_size();
+    const std::int64_t k_stride = cache->key_token_stride(), v_stride = cache->value_token_stride();
     const std::int64_t block = tables[b][j / block_size], row = j % block_size;
-    return {cache->key_block(block) + row * groups * d,
-            cache->value_block(block) + row * groups * dv, groups * d, groups * dv, d, dv,
-            int(std::min({most, block_size - row, lengths[b] - j}))};
+    return {cache->key_block(block) + row * k_stride, cache->value_block(block) + row * v_stride,
+            k_stride, v_stride, d, dv, int(std::min({most, block_size - row, lengths[b] - j}))};
   }
 };
 
@@ -147,7 +152,7 @@ struct TileFetches {
   }
 };
 
-// ---- Few rows: row-major tiles -------------------------------------------------------------
+// ---- Few rows, or wide heads: row-major tiles ----------------------------------------------
 
 // Q rows (pre-scaled) q[r][dp], scores s[r][BC], output o[r][dvp]; dp, dvp: the dims rounded up
 // to whole vectors (the padding of Q and of widened tiles is zero, so it adds nothing).
@@ -157,10 +162,19 @@ class RowTiles {
   static constexpr int W = Ops::W;
   // Accumulators per micro-tile: 16 of the 32 AVX-512 registers, 8 of AVX2's 16.
   static constexpr int kAccumulators = 2 * Ops::MRJ;
+  // Rows per micro-tile: half the accumulators, so that two keys share each Q load in Q·Kᵀ and
+  // two value vectors each broadcast probability in P·V. (Blocks of 8 rows rather than 4 measured
+  // 10% faster on 6–16 rows, equal on 4.)
+  static constexpr int kRowBlock = std::min(8, kAccumulators / 2);
+  // Keys per step of scores(): every row block takes these keys before the next ones are
+  // read, so a key row is read from memory once and from L1 by the other blocks.
+  static constexpr int kKeyChunk = 8;
 
  public:
   static constexpr int BC = Ops::BC;
-  static constexpr int kMaxRows = W / 2;
+  // The path's limit (kept rows and states are sized by it); run_decode_dims decides which
+  // blocks it gets: few rows at any head dim, up to this many when heads are wide.
+  static constexpr int kMaxRows = 2 * W;
 
   static std::int64_t pitch(std::int64_t dim) { return round_up(dim, W); }
   static std::int64_t scratch_floats(int rows, std::int64_t d, std::int64_t dv) {
@@ -207,17 +221,21 @@ class RowTiles {
 
   // s = q·kᵀ for keys [j0, j0 + keys), stored from position `offset` of the tile (a tile may
   // gather several runs), masked where a row may not see a key. Meanwhile it asks for its share
-  // of the next tile's rows, a part per micro-tile, so the requests keep pace with the products.
+  // of the next tile's rows, a part per micro-tile (or per chunk of keys), so the requests keep
+  // pace with the products. Several row blocks take the keys in chunks, each chunk through
+  // every block, so a key row is read from memory once and by the other blocks from L1.
   template <class E>
   void scores(const E* k, std::int64_t k_stride, int keys, std::int64_t j0, int offset,
               const TileFetches& fetches) {
-    for (int r = 0; r < rows_; r += 4) {
-      const TileFetches& ahead = r == 0 ? fetches : TileFetches{};
-      switch (std::min(4, rows_ - r)) {
-        case 1: qk_rows<1>(r, k, k_stride, keys, offset, ahead); break;
-        case 2: qk_rows<2>(r, k, k_stride, keys, offset, ahead); break;
-        case 3: qk_rows<3>(r, k, k_stride, keys, offset, ahead); break;
-        default: qk_rows<4>(r, k, k_stride, keys, offset, ahead); break;
+    if (rows_ <= kRowBlock) {
+      qk_block(0, k, k_stride, keys, offset, fetches);
+    } else {
+      const int chunks = (keys + kKeyChunk - 1) / kKeyChunk;
+      for (int chunk = 0; chunk < chunks; ++chunk) {
+        fetches.step(chunk, chunks);
+        const int first = chunk * kKeyChunk, count = std::min(kKeyChunk, keys - first);
+        for (int r = 0; r < rows_; r += kRowBlock)
+          qk_block(r, k + first * k_stride, k_stride, count, offset + first, TileFetches{});
       }
     }
     if (j0 + keys - 1 > min_last_)  // some row stops seeing keys inside this run
@@ -253,14 +271,7 @@ class RowTiles {
   // with the first run of a tile (offset 0). Prefetching was done by scores.
   template <class E>
   void accumulate(const E* v, std::int64_t v_stride, int keys, int offset, const TileFetches&) {
-    for (int r = 0; r < rows_; r += 4) {
-      switch (std::min(4, rows_ - r)) {
-        case 1: pv_rows<1>(r, v, v_stride, keys, offset); break;
-        case 2: pv_rows<2>(r, v, v_stride, keys, offset); break;
-        case 3: pv_rows<3>(r, v, v_stride, keys, offset); break;
-        default: pv_rows<4>(r, v, v_stride, keys, offset); break;
-      }
-    }
+    for (int r = 0; r < rows_; r += kRowBlock) pv_block(r, v, v_stride, keys, offset);
   }
 
   // The state after the last tile, row by row.
@@ -316,6 +327,24 @@ class RowTiles {
     }
     if (j < keys) fetch(j / MK);
     for (; j < keys; ++j) qk_micro<RC, 1>(r0, k + j * k_stride, k_stride, s + j);
+  }
+
+  template <class E, int RC = kRowBlock>
+  void pv_block(int r0, const E* v, std::int64_t v_stride, int keys, int offset) const {
+    if constexpr (RC > 1) {
+      if (rows_ - r0 < RC) return pv_block<E, RC - 1>(r0, v, v_stride, keys, offset);
+    }
+    pv_rows<RC>(r0, v, v_stride, keys, offset);
+  }
+
+  // Rows [r0, r0 + min(kRowBlock, rows − r0)) against `keys` keys, by micro-tiles of that height.
+  template <class E, int RC = kRowBlock>
+  void qk_block(int r0, const E* k, std::int64_t k_stride, int keys, int offset,
+                const TileFetches& ahead) const {
+    if constexpr (RC > 1) {
+      if (rows_ - r0 < RC) return qk_block<E, RC - 1>(r0, k, k_stride, keys, offset, ahead);
+    }
+    qk_rows<RC>(r0, k, k_stride, keys, offset, ahead);
   }
 
   // o rows r0..r0+RC, CC vectors of columns from column c0: loaded once, scaled by alpha, then
@@ -715,7 +744,11 @@ template <class Ops, int D, int DV, class Source>
 void run_decode_dims(const DecodeProblem& pr, const Source& source, int threads) {
   constexpr int W = Ops::W;
   const std::int64_t rows_total = pr.shape.q_len * pr.shape.group_size();
-  if (rows_total <= RowTiles<Ops, D, DV>::kMaxRows) {
+  // Row-major tiles reduce each score across lanes once per head dim, which wide heads (MLA's
+  // absorbed 576) make cheap, while the transposed tiles' Qᵀ and Oᵀ (dim × rows) would no
+  // longer fit L1: measured on MLA's 16 × 576 / 512, 0.49 of FMA peak against 0.25.
+  const bool wide = pr.shape.head_dim >= 256;
+  if (rows_total <= W / 2 || (wide && rows_total <= RowTiles<Ops, D, DV>::kMaxRows)) {
     run_decode_blocks<RowTiles<Ops, D, DV>>(pr, source, int(rows_total), threads);
     return;
   }
@@ -729,12 +762,14 @@ void run_decode_dims(const DecodeProblem& pr, const Source& source, int threads)
     run_decode_blocks<ColumnTiles<Ops, D, DV, 3>>(pr, source, 3 * W, threads);
 }
 
-// Head dim 128 (the common decoder head) gets tiles with the dims fixed at compile time; every
-// other pair runs the general tiles.
+// Head dim 128 (the common decoder head) and MLA's absorbed 576 / 512 (DeepSeek-V2 and V3) get
+// tiles with the dims fixed at compile time; every other pair runs the general tiles.
 template <class Ops, class Source>
 void run_decode(const DecodeProblem& pr, const Source& source, int threads) {
   if (pr.shape.head_dim == 128 && pr.shape.value_dim == 128)
     run_decode_dims<Ops, 128, 128>(pr, source, threads);
+  else if (pr.shape.head_dim == 576 && pr.shape.value_dim == 512)  // MLA absorbed, DeepSeek-V2/V3
+    run_decode_dims<Ops, 576, 512>(pr, source, threads);
   else
     run_decode_dims<Ops, 0, 0>(pr, source, threads);
 }
@@ -746,6 +781,49 @@ void decode(const TensorView<const float>& q, const TensorView<float>& o, LseOut
   const DecodeProblem problem{q, o, lse.data, shape, resolved_scale(options, shape.head_dim),
                               options.causal};
   run_decode<simd::Ops>(problem, source, resolve_threads(options.threads));
+}
+
+// A call over a contiguous cache's views keys [batch, length, kv_groups, head_dim] and values
+// [..., value_dim], which may have no tokens.
+template <class Storage>
+void decode_cache(const TensorView<const float>& q, const TensorView<const Storage>& keys,
+                  const TensorView<const Storage>& values, const TensorView<float>& o,
+                  const KernelOptions& options, LseOutput lse) {
+  KernelShape extents;
+  extents.batch = keys.batch();
+  extents.kv_len = keys.tokens();
+  extents.kv_groups = keys.heads();
+  extents.head_dim = keys.dim();
+  extents.value_dim = values.dim();
+  decode(q, o, lse, options, check_cache_call_args(q, o, lse, options, extents),
+         ViewRuns<Storage>{keys, values});
+}
+
+// A call over sequences of a paged cache, whose tokens are kv_groups K rows of head_dim and V
+// rows of value_dim.
+template <class Cache>
+void decode_paged(const TensorView<const float>& q, const Cache& cache,
+                  Span<const std::int64_t> sequences, const TensorView<float>& o,
+                  const KernelOptions& options, LseOutput lse, std::int64_t kv_groups,
+                  std::int64_t head_dim, std::int64_t value_dim) {
+  require(sequences.data != nullptr && sequences.size > 0,
+          "sequences: need at least one sequence id (size ", sequences.size, ")");
+  thread_local std::vector<const std::int64_t*> tables;
+  thread_local std::vector<std::int64_t> lengths;
+  tables.clear();
+  lengths.clear();
+  KernelShape extents;
+  extents.batch = sequences.size;
+  extents.kv_groups = kv_groups;
+  extents.head_dim = head_dim;
+  extents.value_dim = value_dim;
+  for (std::int64_t b = 0; b < sequences.size; ++b) {
+    lengths.push_back(cache.length(sequences.data[b]));  // throws on a bad id
+    tables.push_back(cache.block_table(sequences.data[b]).data());
+    extents.kv_len = std::max(extents.kv_len, lengths.back());
+  }
+  decode(q, o, lse, options, check_cache_call_args(q, o, lse, options, extents),
+         PagedRuns<Cache>{&cache, tables.data(), lengths.data(), head_dim, value_dim});
 }
 
 }  // namespace detail
@@ -770,14 +848,19 @@ template <class Storage>
 void decode_attention(const TensorView<const float>& q, const KvCache<Storage>& cache,
                       const TensorView<float>& o, const KernelOptions& options = {},
                       LseOutput lse = {}) {
-  KernelShape extents;
-  extents.batch = cache.batch();
-  extents.kv_len = cache.length();
-  extents.kv_groups = cache.kv_groups();
-  extents.head_dim = cache.head_dim();
-  extents.value_dim = cache.value_dim();
-  detail::decode(q, o, lse, options, check_cache_call_args(q, o, lse, options, extents),
-                 detail::ViewRuns<Storage>{cache.keys(), cache.values()});
+  detail::decode_cache(q, cache.keys(), cache.values(), o, options, lse);
+}
+
+// MLA decoding: q [cache.batch(), q_len, heads, latent_dim + rope_dim] — the absorbed queries,
+// W_UK folded into their first latent_dim elements — over the cache's rows as MQA, into o
+// [cache.batch(), q_len, heads, latent_dim], still to be multiplied by W_UV. The default scale,
+// 1/sqrt(latent_dim + rope_dim), is not MLA's: pass options.scale = 1/sqrt(nope_dim + rope_dim).
+// Causal masking and an empty cache as for a KvCache.
+template <class Storage>
+void decode_attention(const TensorView<const float>& q, const LatentCache<Storage>& cache,
+                      const TensorView<float>& o, const KernelOptions& options = {},
+                      LseOutput lse = {}) {
+  detail::decode_cache(q, cache.keys(), cache.values(), o, options, lse);
 }
 
 // q [sequences.size, q_len, heads, head_dim]: batch entry b attends over the tokens of paged
@@ -788,24 +871,19 @@ template <class Storage>
 void decode_attention(const TensorView<const float>& q, const PagedKvCache<Storage>& cache,
                       Span<const std::int64_t> sequences, const TensorView<float>& o,
                       const KernelOptions& options = {}, LseOutput lse = {}) {
-  detail::require(sequences.data != nullptr && sequences.size > 0,
-                  "sequences: need at least one sequence id (size ", sequences.size, ")");
-  thread_local std::vector<const std::int64_t*> tables;
-  thread_local std::vector<std::int64_t> lengths;
-  tables.clear();
-  lengths.clear();
-  KernelShape extents;
-  extents.batch = sequences.size;
-  extents.kv_groups = cache.kv_groups();
-  extents.head_dim = cache.head_dim();
-  extents.value_dim = cache.value_dim();
-  for (std::int64_t b = 0; b < sequences.size; ++b) {
-    lengths.push_back(cache.length(sequences.data[b]));  // throws on a bad id
-    tables.push_back(cache.block_table(sequences.data[b]).data());
-    extents.kv_len = std::max(extents.kv_len, lengths.back());
-  }
-  detail::decode(q, o, lse, options, check_cache_call_args(q, o, lse, options, extents),
-                 detail::PagedRuns<Storage>{&cache, tables.data(), lengths.data()});
+  detail::decode_paged(q, cache, sequences, o, options, lse, cache.kv_groups(), cache.head_dim(),
+                       cache.value_dim());
+}
+
+// MLA decoding over paged sequences: q [sequences.size, q_len, heads, latent_dim + rope_dim],
+// o [sequences.size, q_len, heads, latent_dim], as for a LatentCache (mind the scale); the
+// sequences as for a PagedKvCache.
+template <class Storage>
+void decode_attention(const TensorView<const float>& q, const PagedLatentCache<Storage>& cache,
+                      Span<const std::int64_t> sequences, const TensorView<float>& o,
+                      const KernelOptions& options = {}, LseOutput lse = {}) {
+  detail::decode_paged(q, cache, sequences, o, options, lse, 1,
+                       cache.latent_dim() + cache.rope_dim(), cache.latent_dim());
 }
 
 }  // namespace MULTIHEAD_ISA_NAMESPACE

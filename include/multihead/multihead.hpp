@@ -1,10 +1,11 @@
-// multihead: CPU attention kernels for MHA, GQA, MQA (and, later, MLA). The one public header.
+// multihead: CPU attention kernels for MHA, GQA, MQA and MLA. The one public header.
 #pragma once
 
 #include "isa.hpp"
 #include "error.hpp"
 #include "config.hpp"
 #include "tensor_view.hpp"
+#include "rope.hpp"
 #include "kernel_args.hpp"
 #include "parallel.hpp"
 #include "reference.hpp"
@@ -17,5 +18,9 @@
 #include "half.hpp"
 #include "kv_cache.hpp"
 #include "paged_kv_cache.hpp"
+#include "latent_cache.hpp"
+#include "paged_latent_cache.hpp"
 #include "decode.hpp"
 #include "merge.hpp"
+#include "latent_attention.hpp"
+#include "latent_from_dense.hpp"
