@@ -26,17 +26,6 @@ namespace {
 using multihead::bf16;
 using multihead::fp16;
 
-// The <cache> part of a benchmark name.
-template <class Storage>
-const char* storage_name() {
-  if constexpr (std::is_same_v<Storage, float>)
-    return "fp32";
-  else if constexpr (std::is_same_v<Storage, bf16>)
-    return "bf16";
-  else
-    return "fp16";
-}
-
 // Appends shape.lkv tokens of uniform random K and V in [-1, 1) to `batch` sequences at once,
 // through append(k, v) with k and v [batch, n, groups, d]. In chunks of 256 tokens, so the
 // staging buffers stay small (1 MiB each for D1) however long the cache.

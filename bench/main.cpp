@@ -7,6 +7,9 @@
 //   decode/D1-paged16/<cache>            the same over a PagedKvCache of 16-token blocks
 //   decode/D1-len/<cache>/L:<L>          D1 over L = 1024 to 65536 tokens of context
 //   decode/D2/<cache>                    MQA over 32768 tokens of context
+//   mla_absorbed/<cache>/L:<L>           DeepSeek-V2-Lite's MLA decode over a LatentCache, beside
+//   mla_naive/<cache>/L:<L>              its naive path and MHA of the same size (mla_bench.hpp)
+//   mha_decode/<cache>/L:<L>
 // Run with --benchmark_filter=<regex> to pick benchmarks, e.g. --benchmark_filter='peak|fused/P1'
 // or --benchmark_filter='peak|decode/D1'.
 #include <benchmark/benchmark.h>
@@ -15,6 +18,7 @@
 
 #include "attention_bench.hpp"
 #include "decode_bench.hpp"
+#include "mla_bench.hpp"
 #include "peak_bench.hpp"
 
 int main(int argc, char** argv) {
@@ -35,6 +39,8 @@ int main(int argc, char** argv) {
   });
   // decode_attention over KV caches of each storage type, contiguous and paged.
   bench::register_decode_benchmarks();
+  // MLA decode, absorbed and naive, beside MHA of the same model dim and heads.
+  bench::register_mla_benchmarks();
 
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -4,7 +4,10 @@
 
 #include <benchmark/benchmark.h>
 
+#include <multihead/multihead.hpp>
+
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace bench {
@@ -23,6 +26,17 @@ inline std::vector<int> thread_counts() {
 // "<path>/threads:<n>", e.g. "reference/P1/threads:2".
 inline std::string with_threads(const std::string& path, int threads) {
   return path + "/threads:" + std::to_string(threads);
+}
+
+// The <cache> part of a benchmark name: the storage of a KV or latent cache.
+template <class Storage>
+const char* storage_name() {
+  if constexpr (std::is_same_v<Storage, float>)
+    return "fp32";
+  else if constexpr (std::is_same_v<Storage, multihead::bf16>)
+    return "bf16";
+  else
+    return "fp16";
 }
 
 // Wall-clock time, since the work is spread over threads; rate counters are then divided by the

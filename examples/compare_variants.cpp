@@ -1,16 +1,22 @@
-// compare_variants: builds MHA, GQA and MQA layers of one model size and compares what they cost:
-// parameters and the time of a prefill over random input; then, per KV-cache storage (fp32,
+// compare_variants: builds MHA, GQA, MQA and MLA layers of one model size and compares what they
+// cost: parameters and the time of a prefill over random input; then, per cache storage (fp32,
 // bf16), the cache's bytes per token and at a context length, and the time of a decode step —
 // one token through the whole layer (projections, cache append, attention over the context).
+// Last, the MHA layer turned into MLA by a truncated SVD of its K/V projections at several ranks:
+// what each rank saves in cache and what it changes in the output.
 //
-//   compare_variants [--model-dim N] [--heads N] [--groups N] [--tokens N] [--context N]
-//                    [--threads N] [--kernel fused|reference]
+//   compare_variants [--model-dim N] [--heads N] [--groups N] [--latent N] [--rope-dim N]
+//                    [--tokens N] [--context N] [--threads N] [--kernel fused|reference]
 //
-// The cache is filled with random K/V directly (a prefill of the whole context would take longer
-// than the decode it sets up and measure nothing new); the steps then run through
-// Attention::forward(x, cache, y). A decode step reads all weights and the whole cache once and
-// does little arithmetic per byte, so it is memory-bound: GB/s is those bytes over the step's time,
-// to hold against the machine's read bandwidth.
+// The defaults are DeepSeek-V2-Lite's attention: model dim 2048, 16 heads of 128; its MLA caches
+// a 512-value latent and a 64-value RoPE key per token (heads 128 + 64 for q·k, 128 for v). The
+// dense layers get the same model dim and heads, so the four differ only in what they cache.
+//
+// Caches are filled with random values directly (a prefill of the whole context would take longer
+// than the decode it sets up and measure nothing new); the steps then run through forward(x, cache,
+// y). A decode step reads all weights and the whole cache once and does little arithmetic per
+// byte, so it is memory-bound: GB/s is those bytes over the step's time, to hold against the
+// machine's read bandwidth.
 #include <multihead/multihead.hpp>
 
 #include <algorithm>
@@ -20,14 +26,17 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace {
 
 struct Settings {
-  long long model_dim = 4096;
-  long long heads = 32;
-  long long groups = 8;   // the GQA layer's KV groups
+  long long model_dim = 2048;
+  long long heads = 16;
+  long long groups = 4;   // the GQA layer's KV groups
+  long long latent = 512;    // the MLA layer's latent_dim
+  long long rope_dim = 64;   // the MLA layer's RoPE key
   long long tokens = 512;
   long long context = 8192;  // tokens in the KV cache when decoding
   int threads = 0;        // 0: all OpenMP threads
@@ -37,11 +46,13 @@ struct Settings {
 void print_usage(std::FILE* out) {
   std::fprintf(out,
                "usage: compare_variants [options]\n"
-               "Compares MHA, GQA and MQA layers of the same model size on a prefill and on\n"
-               "decode steps over fp32 and bf16 KV caches.\n"
-               "  --model-dim N  model dimension (default 4096)\n"
-               "  --heads N      query heads; head dim = model dim / heads (default 32)\n"
-               "  --groups N     KV groups of the GQA layer (default 8)\n"
+               "Compares MHA, GQA, MQA and MLA layers of the same model size on a prefill and on\n"
+               "decode steps over fp32 and bf16 caches, and MHA turned into MLA by SVD.\n"
+               "  --model-dim N  model dimension (default 2048)\n"
+               "  --heads N      query heads; head dim = model dim / heads (default 16)\n"
+               "  --groups N     KV groups of the GQA layer (default 4)\n"
+               "  --latent N     latent dim of the MLA layer (default 512)\n"
+               "  --rope-dim N   RoPE key dim of the MLA layer, even (default 64)\n"
                "  --tokens N     prefill length (default 512)\n"
                "  --context N    tokens in the KV cache when decoding (default 8192)\n"
                "  --threads N    threads, 0 for all (default 0)\n"
@@ -71,6 +82,8 @@ bool parse(int argc, char** argv, Settings& settings, bool& help) {
     long long* target = flag == "--model-dim" ? &settings.model_dim
                         : flag == "--heads"   ? &settings.heads
                         : flag == "--groups"  ? &settings.groups
+                        : flag == "--latent"  ? &settings.latent
+                        : flag == "--rope-dim" ? &settings.rope_dim
                         : flag == "--tokens"  ? &settings.tokens
                         : flag == "--context" ? &settings.context
                                               : nullptr;
@@ -126,21 +139,34 @@ struct DecodeRow {
   double bytes_read;  // per step: the fp32 weights and the cache at the context length
 };
 
+// The forward options of a layer: ForwardOptions for the dense ones, LatentForwardOptions for MLA.
+template <class Layer>
+auto forward_options(const Layer&, const Settings& settings) {
+  using Options = std::conditional_t<std::is_same_v<Layer, multihead::MLA>,
+                                     multihead::LatentForwardOptions, multihead::ForwardOptions>;
+  Options options;
+  options.threads = settings.threads;
+  options.kernel = settings.kernel;
+  return options;
+}
+
+// KV groups as the prefill table shows them: MLA's latent is one shared "group".
+long long kv_groups_of(const multihead::LayerConfig& c) { return c.kv_groups; }
+long long kv_groups_of(const multihead::LatentConfig&) { return 1; }
+
 template <class Layer>
 PrefillRow measure_prefill(const char* name, Layer& layer, const Settings& settings) {
   using namespace multihead;
   const RowMatrix x = RowMatrix::Random(settings.tokens, layer.config().model_dim);
   RowMatrix y;
-  ForwardOptions options;
-  options.threads = settings.threads;
-  options.kernel = settings.kernel;
+  const auto options = forward_options(layer, settings);
   std::vector<double> times;
   for (int run = 0; run < kPrefillWarmups + kPrefillRuns; ++run) {
     const double t = seconds([&] { layer.forward(x, y, options); });
     if (run >= kPrefillWarmups) times.push_back(t);
   }
-  const LayerConfig& c = layer.config();
-  return {name, c.heads, c.kv_groups, layer.parameter_count(), median(times)};
+  return {name, layer.config().heads, kv_groups_of(layer.config()), layer.parameter_count(),
+          median(times)};
 }
 
 // Appends `tokens` tokens of random K/V to the cache, a chunk at a time from one random chunk.
@@ -159,19 +185,45 @@ void fill_cache(multihead::KvCache<Storage>& cache, std::int64_t tokens) {
   }
 }
 
+// The same for a latent cache: random latents and RoPE keys, a chunk at a time.
+template <class Storage>
+void fill_cache(multihead::LatentCache<Storage>& cache, std::int64_t tokens) {
+  using multihead::TensorView;
+  constexpr std::int64_t kChunk = 256;
+  const std::int64_t dc = cache.latent_dim(), dr = cache.rope_dim();
+  const Eigen::VectorXf c = Eigen::VectorXf::Random(kChunk * dc);
+  const Eigen::VectorXf r = Eigen::VectorXf::Random(kChunk * dr + 1);
+  for (std::int64_t done = 0; done < tokens;) {
+    const std::int64_t n = std::min(kChunk, tokens - done);
+    const TensorView<const float> latent(c.data(), n * dc, 1, n, 1, dc);
+    if (dr == 0)
+      cache.append(latent);
+    else
+      cache.append(latent, TensorView<const float>(r.data(), n * dr, 1, n, 1, dr));
+    done += n;
+  }
+}
+
+// A cache for `tokens` tokens of one sequence of the layer.
+template <class Storage>
+multihead::KvCache<Storage> make_cache(const multihead::LayerConfig& c, std::int64_t tokens) {
+  return {1, tokens, c.kv_groups, c.head_dim, c.v_dim()};
+}
+template <class Storage>
+multihead::LatentCache<Storage> make_cache(const multihead::LatentConfig& c, std::int64_t tokens) {
+  return {1, tokens, c.latent_dim, c.rope_dim};
+}
+
 // Median time of single-token steps of one sequence over a cache holding `context` tokens.
 template <class Storage, class Layer>
 DecodeRow measure_decode(const char* name, const char* storage, Layer& layer,
                          const Settings& settings) {
   using namespace multihead;
-  const LayerConfig& c = layer.config();
-  KvCache<Storage> cache(1, settings.context + kDecodeWarmups + kDecodeSteps, c.kv_groups,
-                         c.head_dim, c.v_dim());
+  auto cache = make_cache<Storage>(layer.config(), settings.context + kDecodeWarmups + kDecodeSteps);
   fill_cache(cache, settings.context);
-  const RowMatrix x = RowMatrix::Random(1, c.model_dim);
+  const RowMatrix x = RowMatrix::Random(1, layer.config().model_dim);
   RowMatrix y;
-  ForwardOptions options;
-  options.threads = settings.threads;
+  const auto options = forward_options(layer, settings);
   std::vector<double> times;
   for (int step = 0; step < kDecodeWarmups + kDecodeSteps; ++step) {
     const double t = seconds([&] { layer.forward(x, cache, y, options); });
@@ -183,14 +235,44 @@ DecodeRow measure_decode(const char* name, const char* storage, Layer& layer,
 }
 
 // One layer of the variant: its prefill, then decoding over an fp32 and a bf16 cache.
-template <class Layer>
-void measure(const char* name, const multihead::LayerConfig& config, const Settings& settings,
+template <class Layer, class Config>
+void measure(const char* name, const Config& config, const Settings& settings,
              std::vector<PrefillRow>& prefill, std::vector<DecodeRow>& decode) {
   Layer layer(config);
   layer.init_random(42);
   prefill.push_back(measure_prefill(name, layer, settings));
   decode.push_back(measure_decode<float>(name, "fp32", layer, settings));
   decode.push_back(measure_decode<multihead::bf16>(name, "bf16", layer, settings));
+}
+
+struct RankRow {
+  long long rank, kv_bytes_per_token;
+  double weight_error, output_error;
+};
+
+// The MHA layer as MLA at ranks from full down to 1/16 of it: the relative error of the stacked
+// K/V weights the SVD reports, and the relative error of the outputs on random input (max|Δy| /
+// max|y| over `tokens` tokens, causal).
+std::vector<RankRow> measure_ranks(const multihead::MHA& mha, const Settings& settings) {
+  using namespace multihead;
+  const RowMatrix x = RowMatrix::Random(std::min<long long>(settings.tokens, 64), mha.config().model_dim);
+  ForwardOptions dense_options;
+  dense_options.threads = settings.threads;
+  MHA dense = mha;
+  const RowMatrix y = dense.forward(x, dense_options);
+  const std::int64_t full = std::min<std::int64_t>(
+      mha.config().kv_groups * (mha.config().head_dim + mha.config().v_dim()),
+      mha.config().model_dim);
+  std::vector<RankRow> rows;
+  for (std::int64_t rank = full; rank >= std::max<std::int64_t>(1, full / 16); rank /= 2) {
+    LatentConversion conversion = latent_from_dense(mha, LatentRank::fixed(rank));
+    LatentForwardOptions options;
+    options.threads = settings.threads;
+    const RowMatrix approx = conversion.layer.forward(x, options);
+    rows.push_back({rank, conversion.layer.kv_cache_bytes_per_token(2), conversion.relative_error,
+                    (approx - y).cwiseAbs().maxCoeff() / y.cwiseAbs().maxCoeff()});
+  }
+  return rows;
 }
 
 }  // namespace
@@ -225,8 +307,18 @@ int main(int argc, char** argv) {
     return 2;
   }
 
+  LatentConfig latent;
+  latent.model_dim = settings.model_dim;
+  latent.heads = settings.heads;
+  latent.latent_dim = settings.latent;
+  latent.nope_dim = config.head_dim;
+  latent.rope_dim = settings.rope_dim;
+  latent.value_dim = config.head_dim;
+  latent.causal = true;
+
   std::vector<PrefillRow> prefill;
   std::vector<DecodeRow> decode;
+  std::vector<RankRow> ranks;
   try {
     config.kv_groups = settings.heads;
     measure<MHA>("MHA", config, settings, prefill, decode);
@@ -234,6 +326,11 @@ int main(int argc, char** argv) {
     measure<GQA>("GQA", config, settings, prefill, decode);
     config.kv_groups = 1;
     measure<MQA>("MQA", config, settings, prefill, decode);
+    measure<MLA>("MLA", latent, settings, prefill, decode);
+    config.kv_groups = settings.heads;
+    MHA mha(config);
+    mha.init_random(42);
+    ranks = measure_ranks(mha, settings);
   } catch (const std::exception& error) {
     std::fprintf(stderr, "compare_variants: %s\n", error.what());
     return 2;
@@ -262,9 +359,24 @@ int main(int argc, char** argv) {
                 static_cast<double>(row.kv_bytes_per_token) * settings.context / (1 << 20),
                 row.seconds * 1e3, 1.0 / row.seconds, row.bytes_read / row.seconds / 1e9);
 
-  std::printf("\nKV bytes: K and V of one layer. Prefill: median of %d runs. Decode: median of %d "
-              "steps; a step runs the whole layer\nand reads the cache with decode_attention. "
-              "GB/s: the fp32 weights and the cache a step reads, over its time.\n",
-              kPrefillRuns, kDecodeSteps);
+  std::printf("\nKV bytes: what one layer caches per token (MLA: its latent and RoPE key). "
+              "Prefill: median of %d runs. Decode:\nmedian of %d steps; a step runs the whole "
+              "layer and reads the cache with decode_attention (MLA: absorbed, over the\n"
+              "latents). GB/s: the fp32 weights and the cache a step reads, over its time. MLA: "
+              "latent %lld, RoPE key %lld,\nheads %lld + %lld for q.k and %lld for v.\n",
+              kPrefillRuns, kDecodeSteps, settings.latent, settings.rope_dim,
+              static_cast<long long>(latent.nope_dim), settings.rope_dim,
+              static_cast<long long>(latent.value_dim));
+
+  std::printf("\nMHA turned into MLA by a truncated SVD of its stacked K/V projection (no RoPE "
+              "key), by latent rank:\n");
+  std::printf("%8s %22s %18s %18s\n", "rank", "bf16 KV bytes/token", "weight error", "output error");
+  for (const RankRow& row : ranks)
+    std::printf("%8lld %22lld %18.2e %18.2e\n", row.rank, row.kv_bytes_per_token,
+                row.weight_error, row.output_error);
+  std::printf("weight error: ||W - W_r|| / ||W|| (Frobenius) of W = [Wk; Wv]; output error: "
+              "max|y_MLA - y_MHA| / max|y_MHA| on random input.\nThe layers' weights are random "
+              "(flat spectrum): a trained layer's K/V projections concentrate their energy in "
+              "fewer directions.\n");
   return 0;
 }
