@@ -161,25 +161,11 @@ DecodeCase decode_case(const std::string& family, const Shape& shape,
           }};
 }
 
-// The problem of `c`, kept from one call to the next like AttentionBuffers::of: a benchmark is
-// called several times and its thread counts follow each other, while building the cache takes
-// up to seconds. Only the last problem is kept, so memory stays at one cache's worth (512 MiB,
-// for D1-len/fp32/L:65536).
-DecodeProblem& problem_of(const DecodeCase& c) {
-  static std::unique_ptr<DecodeProblem> cached;
-  static std::string cached_name;
-  if (!cached || cached_name != c.name) {
-    cached.reset();  // free the old cache before allocating the new one
-    cached = c.make(c.shape);
-    cached_name = c.name;
-  }
-  return *cached;
-}
-
 void run_decode(benchmark::State& state, const DecodeCase& c, int threads) {
   // Both untimed: the peaks are measured once per thread count, the cache once per problem.
   const MachinePeak& peak = machine_peak(threads);
-  DecodeProblem& problem = problem_of(c);
+  // The largest, D1-len/fp32/L:65536, holds 512 MiB.
+  DecodeProblem& problem = last_problem<DecodeProblem>(c.name, [&] { return c.make(c.shape); });
   multihead::KernelOptions options;
   options.threads = threads;
 

@@ -188,22 +188,9 @@ struct MlaCase {
   std::function<std::unique_ptr<Problem>()> make;
 };
 
-// The last problem built, kept while its thread counts follow each other (a cache of 32768
-// tokens takes a while to fill); one at a time, so memory holds one cache.
-Problem& problem_of(const MlaCase& c) {
-  static std::unique_ptr<Problem> cached;
-  static std::string cached_name;
-  if (!cached || cached_name != c.name) {
-    cached.reset();
-    cached = c.make();
-    cached_name = c.name;
-  }
-  return *cached;
-}
-
 void run(benchmark::State& state, const MlaCase& c, int threads) {
   const MachinePeak& peak = machine_peak(threads);
-  Problem& problem = problem_of(c);
+  Problem& problem = last_problem<Problem>(c.name, c.make);
   multihead::KernelOptions options;
   options.threads = threads;
   const double seconds = timed_loop(state, [&] { problem.step(options); });

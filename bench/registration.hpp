@@ -6,6 +6,7 @@
 
 #include <multihead/multihead.hpp>
 
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -37,6 +38,23 @@ const char* storage_name() {
     return "bf16";
   else
     return "fp16";
+}
+
+// The problem (a filled cache and its buffers) named `name`, built by make() on first use and
+// kept from one call to the next: a benchmark is called several times and its thread counts
+// follow each other, while filling a cache takes up to seconds. Only the last one of each
+// Problem type is kept (the old one is freed before the new one is built), so memory stays at
+// one cache's worth per family.
+template <class Problem, class Make>
+Problem& last_problem(const std::string& name, Make&& make) {
+  static std::unique_ptr<Problem> cached;
+  static std::string cached_name;
+  if (!cached || cached_name != name) {
+    cached.reset();
+    cached = make();
+    cached_name = name;
+  }
+  return *cached;
 }
 
 // Wall-clock time, since the work is spread over threads; rate counters are then divided by the

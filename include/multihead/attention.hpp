@@ -89,6 +89,41 @@ inline void project(const Eigen::Ref<const RowMatrix>& x, const RowMatrix& w, co
   });
 }
 
+// The checks every forward runs on x and its options before touching anything.
+inline void check_layer_input(const Eigen::Ref<const RowMatrix>& x, std::int64_t model_dim,
+                              std::int64_t batch, int threads) {
+  require(x.cols() == model_dim, "x.cols (", x.cols(), ") must equal model_dim (", model_dim, ")");
+  require(batch > 0, "batch (", batch, ") must be positive");
+  require(x.rows() > 0 && x.rows() % batch == 0, "x.rows (", x.rows(),
+          ") must be a positive multiple of batch (", batch, ")");
+  require(threads >= 0, "threads (", threads, ") must not be negative");
+}
+
+// The checks of an incremental forward over a cache of `batch` sequences holding `length` of
+// `capacity` tokens, on top of check_layer_input's: options.batch is 1 or the cache's, and the
+// new tokens fit. Returns the tokens per sequence in x.
+inline std::int64_t check_step_input(const Eigen::Ref<const RowMatrix>& x, std::int64_t model_dim,
+                                     std::int64_t options_batch, int threads, std::int64_t batch,
+                                     std::int64_t length, std::int64_t capacity) {
+  require(options_batch == 1 || options_batch == batch, "batch (", options_batch,
+          ") must be 1 (take the cache's) or the cache's batch (", batch, ")");
+  check_layer_input(x, model_dim, batch, threads);
+  const std::int64_t tokens = x.rows() / batch, room = capacity - length;
+  require(tokens <= room, "x holds ", tokens, " tokens per sequence but the cache has room for ",
+          room, " (length ", length, " of capacity ", capacity, ")");
+  return tokens;
+}
+
+// Fills `values` (a range of floats) uniformly in [-bound, bound), as nn.Linear initialises its
+// weight and bias with bound 1/sqrt(in_features); the same generator state, the same values.
+template <class Range>
+void fill_uniform(Range&& values, float bound, std::mt19937_64& generator) {
+  for (float& x : values) {
+    const float unit = static_cast<float>(generator() >> 40) * 0x1p-24f;  // [0, 1)
+    x = (2.0f * unit - 1.0f) * bound;
+  }
+}
+
 }  // namespace detail
 
 template <class Variant>
@@ -164,14 +199,10 @@ class Attention {
   // [-1/sqrt(in_features), 1/sqrt(in_features)]; the same seed gives the same layer everywhere.
   void init_random(std::uint64_t seed) {
     std::mt19937_64 generator(seed);
-    const auto uniform = [&generator](float bound) {
-      const float unit = static_cast<float>(generator() >> 40) * 0x1p-24f;  // [0, 1)
-      return (2.0f * unit - 1.0f) * bound;
-    };
     for (Projection p : {Projection::q, Projection::k, Projection::v, Projection::o}) {
       const float bound = 1.0f / std::sqrt(static_cast<float>(in_features(p)));
-      for (float& x : weight_ref(p).template reshaped<Eigen::RowMajor>()) x = uniform(bound);
-      for (float& x : bias_ref(p)) x = uniform(bound);
+      detail::fill_uniform(weight_ref(p).template reshaped<Eigen::RowMajor>(), bound, generator);
+      detail::fill_uniform(bias_ref(p), bound, generator);
     }
   }
 
@@ -186,7 +217,7 @@ class Attention {
   // calls of one shape allocate nothing.
   void forward(const Eigen::Ref<const RowMatrix>& x, RowMatrix& y,
                const ForwardOptions& options = {}) {
-    check_input(x, options.batch, options.threads);
+    detail::check_layer_input(x, config_.model_dim, options.batch, options.threads);
     const std::int64_t batch = options.batch, tokens = x.rows() / batch;
     const int threads = resolve_threads(options.threads);
     project_inputs(x, threads);
@@ -217,19 +248,15 @@ class Attention {
                const ForwardOptions& options = {}) {
     using detail::require;
     const std::int64_t batch = cache.batch();
-    require(options.batch == 1 || options.batch == batch, "batch (", options.batch,
-            ") must be 1 (take the cache's) or the cache's batch (", batch, ")");
     require(cache.kv_groups() == config_.kv_groups, "cache kv_groups (", cache.kv_groups(),
             ") must equal the layer's kv_groups (", config_.kv_groups, ")");
     require(cache.head_dim() == config_.head_dim, "cache head_dim (", cache.head_dim(),
             ") must equal the layer's head_dim (", config_.head_dim, ")");
     require(cache.value_dim() == config_.v_dim(), "cache value_dim (", cache.value_dim(),
             ") must equal the layer's value_dim (", config_.v_dim(), ")");
-    check_input(x, batch, options.threads);
-    const std::int64_t tokens = x.rows() / batch;
-    const std::int64_t room = cache.capacity() - cache.length();
-    require(tokens <= room, "x holds ", tokens, " tokens per sequence but the cache has room for ",
-            room, " (length ", cache.length(), " of capacity ", cache.capacity(), ")");
+    const std::int64_t tokens =
+        detail::check_step_input(x, config_.model_dim, options.batch, options.threads, batch,
+                                 cache.length(), cache.capacity());
     const int threads = resolve_threads(options.threads);
 
     project_inputs(x, threads);
@@ -292,17 +319,6 @@ class Attention {
     detail::require(rows == out_features(p) && cols == in_features(p), projection_name(p),
                     " shape [", rows, ", ", cols, "] must be [out_features, in_features] = [",
                     out_features(p), ", ", in_features(p), "]");
-  }
-
-  // The checks both forwards run on x and the options before touching anything.
-  void check_input(const Eigen::Ref<const RowMatrix>& x, std::int64_t batch, int threads) const {
-    using detail::require;
-    require(x.cols() == config_.model_dim, "x.cols (", x.cols(), ") must equal model_dim (",
-            config_.model_dim, ")");
-    require(batch > 0, "batch (", batch, ") must be positive");
-    require(x.rows() > 0 && x.rows() % batch == 0, "x.rows (", x.rows(),
-            ") must be a positive multiple of batch (", batch, ")");
-    require(threads >= 0, "threads (", threads, ") must not be negative");
   }
 
   // Q, K and V of x into the workspaces, and room for the attended heads.

@@ -210,11 +210,8 @@ class Attention<variant::Latent> {
         m.setOnes();
         continue;
       }
-      const float bound = 1.0f / std::sqrt(static_cast<float>(m.cols()));
-      for (float& x : m.reshaped<Eigen::RowMajor>()) {
-        const float unit = static_cast<float>(generator() >> 40) * 0x1p-24f;  // [0, 1)
-        x = (2.0f * unit - 1.0f) * bound;
-      }
+      detail::fill_uniform(m.reshaped<Eigen::RowMajor>(),
+                           1.0f / std::sqrt(static_cast<float>(m.cols())), generator);
     }
   }
 
@@ -239,7 +236,7 @@ class Attention<variant::Latent> {
 
   void forward(const Eigen::Ref<const RowMatrix>& x, RowMatrix& y,
                const LatentForwardOptions& options = {}) {
-    check_input(x, options.batch, options.threads);
+    detail::check_layer_input(x, config_.model_dim, options.batch, options.threads);
     const std::int64_t batch = options.batch, tokens = x.rows() / batch;
     const int threads = resolve_threads(options.threads);
     project_inputs(x, batch, tokens, 0, threads);
@@ -257,17 +254,14 @@ class Attention<variant::Latent> {
                const LatentForwardOptions& options = {}) {
     using detail::require;
     const std::int64_t batch = cache.batch();
-    require(options.batch == 1 || options.batch == batch, "batch (", options.batch,
-            ") must be 1 (take the cache's) or the cache's batch (", batch, ")");
     require(cache.latent_dim() == config_.latent_dim, "cache latent_dim (", cache.latent_dim(),
             ") must equal the layer's latent_dim (", config_.latent_dim, ")");
     require(cache.rope_dim() == config_.rope_dim, "cache rope_dim (", cache.rope_dim(),
             ") must equal the layer's rope_dim (", config_.rope_dim, ")");
-    check_input(x, batch, options.threads);
-    const std::int64_t tokens = x.rows() / batch, position = cache.length();
-    const std::int64_t room = cache.capacity() - cache.length();
-    require(tokens <= room, "x holds ", tokens, " tokens per sequence but the cache has room for ",
-            room, " (length ", cache.length(), " of capacity ", cache.capacity(), ")");
+    const std::int64_t position = cache.length();
+    const std::int64_t tokens =
+        detail::check_step_input(x, config_.model_dim, options.batch, options.threads, batch,
+                                 position, cache.capacity());
     const int threads = resolve_threads(options.threads);
 
     project_inputs(x, batch, tokens, position, threads);
@@ -303,16 +297,6 @@ class Attention<variant::Latent> {
                     config_.query_latent_dim ? "query compression is on"
                                              : "no query compression",
                     config_.kv_norm ? "" : ", no kv_a_layernorm", ")");
-  }
-
-  void check_input(const Eigen::Ref<const RowMatrix>& x, std::int64_t batch, int threads) const {
-    using detail::require;
-    require(x.cols() == config_.model_dim, "x.cols (", x.cols(), ") must equal model_dim (",
-            config_.model_dim, ")");
-    require(batch > 0, "batch (", batch, ") must be positive");
-    require(x.rows() > 0 && x.rows() % batch == 0, "x.rows (", x.rows(),
-            ") must be a positive multiple of batch (", batch, ")");
-    require(threads >= 0, "threads (", threads, ") must not be negative");
   }
 
   KernelOptions kernel_options(int threads) const {
