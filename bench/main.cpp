@@ -2,6 +2,8 @@
 // as a fraction of those peaks (the `roofline` counter). Every name ends in /threads:<n>:
 //   peak/fma, peak/read                  the roofs (peak_bench.hpp)
 //   reference/<shape>, fused/<shape>     prefill attention on P1, P2, P2-MQA (shapes.hpp)
+//   fused-softcap/P1, fused-alibi/P1     score modifiers, beside fused/P1
+//   fused-window4096/P1-8192             a sliding window, beside fused/P1-8192 (plain causal)
 //   decode/D1/<cache>                    one generation step of D1 over a KvCache of <cache>
 //                                        = fp32, bf16 or fp16 (decode_bench.hpp)
 //   decode/D1-paged16/<cache>            the same over a PagedKvCache of 16-token blocks
@@ -15,6 +17,9 @@
 #include <benchmark/benchmark.h>
 
 #include <multihead/multihead.hpp>
+
+#include <cstdint>
+#include <vector>
 
 #include "attention_bench.hpp"
 #include "decode_bench.hpp"
@@ -37,6 +42,34 @@ int main(int argc, char** argv) {
                                         const multihead::KernelOptions& options) {
     multihead::fused_attention(a.q, a.k, a.v, a.o, options);
   });
+  // Score modifiers (issue 6's targets): soft-cap and ALiBi on P1, and a 4096-key sliding
+  // window over P1's layer at 8192 tokens beside plain causal there. All are counted as the
+  // plain causal work, so their times compare directly with fused/P1 and fused/P1-8192.
+  const std::vector<bench::Shape> p1 = {bench::prefill_shapes().front()};
+  const std::vector<bench::Shape> p1_8192 = {{"P1-8192", 1, 32, 8, 128, 8192, 8192, true}};
+  bench::register_attention("fused-softcap", [](const bench::AttentionViews& a,
+                                                const multihead::KernelOptions& options) {
+    multihead::KernelOptions capped = options;
+    capped.softcap = 50.0f;  // Gemma 2's attention cap
+    multihead::fused_attention(a.q, a.k, a.v, a.o, capped);
+  }, p1);
+  bench::register_attention("fused-alibi", [](const bench::AttentionViews& a,
+                                              const multihead::KernelOptions& options) {
+    static const std::vector<float> slopes = multihead::alibi_slopes(a.q.heads());
+    multihead::KernelOptions biased = options;
+    biased.alibi_slopes = {slopes.data(), std::int64_t(slopes.size())};
+    multihead::fused_attention(a.q, a.k, a.v, a.o, biased);
+  }, p1);
+  bench::register_attention("fused", [](const bench::AttentionViews& a,
+                                        const multihead::KernelOptions& options) {
+    multihead::fused_attention(a.q, a.k, a.v, a.o, options);
+  }, p1_8192);
+  bench::register_attention("fused-window4096", [](const bench::AttentionViews& a,
+                                                   const multihead::KernelOptions& options) {
+    multihead::KernelOptions windowed = options;
+    windowed.window_left = 4095;  // each query sees itself and the 4095 keys before it
+    multihead::fused_attention(a.q, a.k, a.v, a.o, windowed);
+  }, p1_8192);
   // decode_attention over KV caches of each storage type, contiguous and paged.
   bench::register_decode_benchmarks();
   // MLA decode, absorbed and naive, beside MHA of the same model dim and heads.

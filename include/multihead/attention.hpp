@@ -134,6 +134,7 @@ class Attention {
     config_.validate();
     Variant::check(config_);
     if (config_.rope) rope_.emplace(*config_.rope, config_.head_dim);
+    if (config_.alibi) alibi_slopes_ = alibi_slopes(config_.heads);
     for (Projection p : {Projection::q, Projection::k, Projection::v, Projection::o}) {
       weight_ref(p).setZero(out_features(p), in_features(p));
       if (config_.bias) bias_ref(p).setZero(out_features(p));
@@ -348,6 +349,11 @@ class Attention {
     kernel.scale = config_.scale;
     kernel.causal = config_.causal;
     kernel.threads = threads;
+    kernel.window_left = config_.window_left;
+    kernel.window_right = config_.window_right;
+    kernel.softcap = config_.softcap;
+    kernel.alibi_slopes = {alibi_slopes_.data(), std::int64_t(alibi_slopes_.size())};
+    kernel.sinks = {config_.sinks.data(), std::int64_t(config_.sinks.size())};
     return kernel;
   }
 
@@ -383,6 +389,7 @@ class Attention {
   Eigen::VectorXf bq_, bk_, bv_, bo_;
   // Workspaces reused across calls: the projections of x and the attended heads.
   RowMatrix q_, k_, v_, attended_;
+  std::vector<float> alibi_slopes_;  // when config_.alibi
   std::optional<RopeTable> rope_;  // cos and sin per position, when config_.rope is set
 };
 

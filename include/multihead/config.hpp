@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cmath>
 #include <optional>
+#include <vector>
 
 #include "error.hpp"
 #include "rope.hpp"
@@ -43,6 +44,14 @@ struct LayerConfig {
   bool causal = true;                     // decoder self-attention; see KernelOptions::causal
   std::optional<float> scale;             // defaults to 1/sqrt(head_dim)
   std::optional<RopeConfig> rope;         // rotary position embedding of q and k (rope.hpp)
+  // Score modifiers (modifiers.hpp, KernelOptions): a sliding window (Mistral's window W is
+  // window_left = W − 1; −1 unbounded), a logit soft-cap (Gemma 2; 0 off), ALiBi with the
+  // standard slopes for `heads` (BLOOM, MPT), and one attention-sink logit per head (gpt-oss;
+  // empty off).
+  std::int64_t window_left = -1, window_right = -1;
+  float softcap = 0.0f;
+  bool alibi = false;
+  std::vector<float> sinks;
 
   std::int64_t v_dim() const { return value_dim.value_or(head_dim); }
   std::int64_t group_size() const { return heads / kv_groups; }
@@ -56,6 +65,15 @@ struct LayerConfig {
     detail::check_heads(heads, kv_groups, head_dim, v_dim());
     if (scale) require(*scale > 0.0f && std::isfinite(*scale), "scale (", *scale, ") must be positive and finite");
     if (rope) rope->validate(head_dim);
+    require(window_left >= -1 && window_right >= -1, "window (left ", window_left, ", right ",
+            window_right, ") must be -1 (unbounded) or a number of keys");
+    require(std::isfinite(softcap) && softcap >= 0.0f, "softcap (", softcap,
+            ") must be 0 (off) or positive");
+    require(sinks.empty() || std::int64_t(sinks.size()) == heads, "sinks: one per head needed: ",
+            sinks.size(), " given, heads ", heads);
+    for (std::size_t h = 0; h < sinks.size(); ++h)
+      require(std::isfinite(sinks[h]) || (std::isinf(sinks[h]) && sinks[h] < 0.0f), "sinks[", h,
+              "] (", sinks[h], ") must be finite or -inf (no sink)");
     // The largest weights: Wq [heads·head_dim, model_dim] and Wo [model_dim, heads·value_dim].
     detail::checked_product("Wq size (heads * head_dim * model_dim)", heads, head_dim, model_dim);
     detail::checked_product("Wo size (model_dim * heads * value_dim)", model_dim, heads, v_dim());

@@ -43,6 +43,7 @@
 #include "paged_kv_cache.hpp"
 #include "paged_latent_cache.hpp"
 #include "parallel.hpp"
+#include "score_pass.hpp"
 #include "state.hpp"
 
 namespace multihead {
@@ -103,7 +104,7 @@ struct DecodeProblem {
   float* lse;
   KernelShape shape;  // kv_len: the longest sequence
   float scale;
-  bool causal;
+  const ScorePass* pass;
 };
 
 // A thread's scratch memory, kept for the thread's lifetime and grown as needed: decoding runs
@@ -130,11 +131,27 @@ inline void store_row(const DecodeProblem& pr, std::int64_t b, std::int64_t g, s
     pr.lse[(b * pr.shape.heads + head) * pr.shape.q_len + position] = log_sum_exp(max, sum);
 }
 
-// The last key each row of a block may see (absolute index; causal, bottom-right aligned).
-inline std::int64_t last_visible_key(const DecodeProblem& pr, std::int64_t length,
-                                     std::int64_t row) {
-  if (!pr.causal) return length - 1;
-  return row / pr.shape.group_size() + length - pr.shape.q_len;
+// The keys row `row` of a block may see in a sequence of `length` keys (absolute indices).
+inline KeyRange visible_keys(const DecodeProblem& pr, std::int64_t length, std::int64_t row) {
+  return pr.pass->keys(row / pr.shape.group_size(), pr.shape.q_len, length);
+}
+
+// Where a unit's rows are, for the score modifiers and the sinks: batch entry, KV group, first
+// row, the sequence's length, and whether this unit holds the first keys of its rows (the
+// sinks join the softmax there, once).
+struct BlockSite {
+  std::int64_t b = 0, g = 0, r0 = 0, length = 0;
+  bool first_split = true;
+};
+
+// The sink of row `row` of KV group g, if the unit starts its rows' softmax: the state then
+// starts at max = sink, sum = 1 (none: −inf, 0).
+inline void initial_state(const DecodeProblem& pr, const BlockSite& at, std::int64_t row,
+                          float& max, float& sum) {
+  const std::int64_t gs = pr.shape.group_size();
+  max = at.first_split && pr.pass->has_sinks() ? pr.pass->sink(at.b, at.g * gs + row % gs)
+                                                : simd::negative_infinity;
+  sum = max == simd::negative_infinity ? 0.0f : 1.0f;
 }
 
 // What a tile path may prefetch while it computes one KV group of one tile: the transposed
@@ -201,21 +218,23 @@ class RowTiles {
   std::int64_t key_pitch() const { return dp_; }
   std::int64_t value_pitch() const { return dvp_; }
 
-  void begin(const DecodeProblem& pr, std::int64_t b, std::int64_t g, std::int64_t r0,
-             std::int64_t length) {
+  void begin(const DecodeProblem& pr, const BlockSite& at) {
     const std::int64_t gs = pr.shape.group_size();
-    min_last_ = length;
+    pr_ = &pr;
+    at_ = at;
+    all_first_ = 0;
+    all_last_ = at.length;
     for (int r = 0; r < rows_; ++r) {
-      const std::int64_t row = r0 + r;
-      const float* source = pr.q.row(b, row / gs, g * gs + row % gs);
+      const std::int64_t row = at.r0 + r;
+      const float* source = pr.q.row(at.b, row / gs, at.g * gs + row % gs);
       float* q = q_ + r * dp_;
       for (std::int64_t p = 0; p < d_; ++p) q[p] = source[p] * pr.scale;
       std::fill(q + d_, q + dp_, 0.0f);
       std::fill(o_ + r * dvp_, o_ + (r + 1) * dvp_, 0.0f);
-      m_[r] = simd::negative_infinity;
-      l_[r] = 0.0f;
-      last_[r] = last_visible_key(pr, length, row);
-      min_last_ = std::min(min_last_, last_[r]);
+      initial_state(pr, at, row, m_[r], l_[r]);
+      ranges_[r] = visible_keys(pr, at.length, row);
+      all_first_ = std::max(all_first_, ranges_[r].first);
+      all_last_ = std::min(all_last_, ranges_[r].last);
     }
   }
 
@@ -238,10 +257,10 @@ class RowTiles {
           qk_block(r, k + first * k_stride, k_stride, count, offset + first, TileFetches{});
       }
     }
-    if (j0 + keys - 1 > min_last_)  // some row stops seeing keys inside this run
-      for (int r = 0; r < rows_; ++r)
-        for (std::int64_t j = std::max<std::int64_t>(0, last_[r] - j0 + 1); j < keys; ++j)
-          s_[r * (BC + W) + offset + j] = simd::negative_infinity;
+    // Modifiers, or some row's range starts or ends inside this run.
+    if (pr_->pass->per_score() || j0 < all_first_ || j0 + keys - 1 > all_last_)
+      pr_->pass->apply(s_ + offset, BC + W, 1, rows_, keys, at_.b, at_.g, at_.r0, j0,
+                       pr_->shape.q_len, at_.length, ranges_);
   }
 
   // The online-softmax step, per row: new max, the factor alpha carrying the old state over,
@@ -397,9 +416,11 @@ class RowTiles {
   }
 
   int rows_;
-  std::int64_t d_, dv_, dp_, dvp_, min_last_ = 0;
+  std::int64_t d_, dv_, dp_, dvp_, all_first_ = 0, all_last_ = 0;
   float *q_, *s_, *o_, *m_, *l_, *alpha_;
-  std::int64_t last_[kMaxRows];  // each row's last visible key (absolute)
+  const DecodeProblem* pr_ = nullptr;
+  BlockSite at_;
+  KeyRange ranges_[kMaxRows];  // each row's visible keys (absolute)
 };
 
 // ---- Many rows: the fused kernel's transposed tiles ----------------------------------------
@@ -437,20 +458,24 @@ class ColumnTiles {
 
   // Packs the block's rows into Qt; padding rows get zero queries and the last real row's
   // limit, so they compute finite values that are never stored.
-  void begin(const DecodeProblem& pr, std::int64_t b, std::int64_t g, std::int64_t r0,
-             std::int64_t length) {
+  void begin(const DecodeProblem& pr, const BlockSite& at) {
     const std::int64_t gs = pr.shape.group_size();
-    scale_ = pr.scale;
-    min_last_ = length;
+    pr_ = &pr;
+    at_ = at;
+    all_first_ = 0;
+    all_last_ = at.length;
     for (int r = 0; r < BR; ++r) {
-      last_[r] = last_visible_key(pr, length, r0 + std::min(r, rows_ - 1));
-      min_last_ = std::min(min_last_, last_[r]);
+      const std::int64_t row = at.r0 + std::min(r, rows_ - 1);
+      ranges_[r] = visible_keys(pr, at.length, row);
+      all_first_ = std::max(all_first_, ranges_[r].first);
+      all_last_ = std::min(all_last_, ranges_[r].last);
+      initial_state(pr, at, row, max_sum_[r], max_sum_[BR + r]);
     }
-    pack_transposed_rows(pr.q, b, g, gs, r0, rows_, BR, d_, qt_);
+    pack_transposed_rows(pr.q, at.b, at.g, gs, at.r0, rows_, BR, d_, qt_);
     std::fill(ot_, ot_ + dv_ * BR, 0.0f);
     for (int v = 0; v < NV; ++v) {
-      m_[v] = Ops::set1(simd::negative_infinity);
-      l_[v] = Ops::zero();
+      m_[v] = Ops::load(max_sum_ + v * W);
+      l_[v] = Ops::load(max_sum_ + BR + v * W);
     }
   }
 
@@ -463,13 +488,20 @@ class ColumnTiles {
     if (offset == 0)
       for (int v = 0; v < NV; ++v) tile_max_[v] = Ops::set1(simd::negative_infinity);
     float* st = st_ + offset * BR;
-    if (j0 + keys - 1 > min_last_) {
+    const float scale = pr_->scale;
+    if (pr_->pass->per_score() || j0 < all_first_) {  // modifiers, or a window's lower edge
+      V run_max[NV];
+      T::template qk_tile<false>(qt_, k, k_stride, d_, scale, keys, limit_, st, run_max, next);
+      pr_->pass->apply(st, 1, BR, rows_, keys, at_.b, at_.g, at_.r0, j0, pr_->shape.q_len,
+                       at_.length, ranges_);
+      T::column_max(st, keys, run_max);
+      for (int v = 0; v < NV; ++v) tile_max_[v] = Ops::max(tile_max_[v], run_max[v]);
+    } else if (j0 + keys - 1 > all_last_) {
       for (int r = 0; r < BR; ++r)
-        limit_[r] = float(std::clamp<std::int64_t>(last_[r] - j0, -1, BC));
-      T::template qk_tile<true>(qt_, k, k_stride, d_, scale_, keys, limit_, st, tile_max_, next);
+        limit_[r] = float(std::clamp<std::int64_t>(ranges_[r].last - j0, -1, BC));
+      T::template qk_tile<true>(qt_, k, k_stride, d_, scale, keys, limit_, st, tile_max_, next);
     } else {
-      T::template qk_tile<false>(qt_, k, k_stride, d_, scale_, keys, limit_, st, tile_max_,
-                                 next);
+      T::template qk_tile<false>(qt_, k, k_stride, d_, scale, keys, limit_, st, tile_max_, next);
     }
   }
 
@@ -501,10 +533,11 @@ class ColumnTiles {
 
  private:
   int rows_;
-  std::int64_t d_, dv_, min_last_ = 0;
-  float scale_ = 1.0f;
+  std::int64_t d_, dv_, all_first_ = 0, all_last_ = 0;
   float *qt_, *st_, *ot_, *limit_, *max_sum_, *row_;
-  std::int64_t last_[BR];  // each row's last visible key (absolute)
+  const DecodeProblem* pr_ = nullptr;
+  BlockSite at_;
+  KeyRange ranges_[BR];  // each row's visible keys (absolute)
   V m_[NV], l_[NV], alpha_[NV], tile_max_[NV];
 };
 
@@ -611,6 +644,7 @@ struct DecodeUnit {
   std::int64_t begin, end;  // keys of this split
   std::int64_t state;       // slot of the split's states, or -1: the block is not split
   int rows;
+  bool first_split;         // holds the block's first keys (its rows' sinks join here)
 };
 
 struct DecodeMerge {
@@ -651,9 +685,17 @@ void run_decode_blocks(const DecodeProblem& pr, const Source& source, int block_
 
   // Split length: even shares of all keys for ~4 units per thread (dynamic scheduling evens
   // out ragged lengths), never below kMinSplitKeys, in whole tiles; one thread never splits.
-  const auto visible_end = [&](std::int64_t b, std::int64_t r0, int rows) {
+  // The keys any row of a block sees: [begin, end), empty when none does.
+  const auto block_keys = [&](std::int64_t b, std::int64_t r0, int rows) {
     const std::int64_t length = source.length(b);
-    return std::clamp<std::int64_t>(last_visible_key(pr, length, r0 + rows - 1) + 1, 0, length);
+    KeyRange all{length, -1};
+    for (int r = 0; r < rows; ++r) {
+      const KeyRange range = visible_keys(pr, length, r0 + r);
+      if (range.first > range.last) continue;
+      all.first = std::min(all.first, range.first);
+      all.last = std::max(all.last, range.last);
+    }
+    return all.first > all.last ? KeyRange{0, -1} : all;
   };
   std::int64_t total_keys = 0;
   for (std::int64_t b = 0; b < s.batch; ++b) total_keys += source.length(b);
@@ -673,12 +715,13 @@ void run_decode_blocks(const DecodeProblem& pr, const Source& source, int block_
     for (std::int64_t block = 0; block < blocks; ++block) {
       const std::int64_t r0 = block * block_rows;
       const int rows = int(std::min<std::int64_t>(block_rows, rows_total - r0));
-      const std::int64_t end = visible_end(b, r0, rows);
-      const std::int64_t splits = std::max<std::int64_t>(1, (end + split - 1) / split);
+      const KeyRange keys = block_keys(b, r0, rows);
+      const std::int64_t begin = keys.first, end = keys.last + 1;
+      const std::int64_t splits = std::max<std::int64_t>(1, (end - begin + split - 1) / split);
       if (splits > 1) plan.merges.push_back({b, r0, slots, splits, rows});
       for (std::int64_t i = 0; i < splits; ++i)
-        plan.units.push_back({b, r0, i * split, std::min(end, (i + 1) * split),
-                              splits > 1 ? slots++ : -1, rows});
+        plan.units.push_back({b, r0, begin + i * split, std::min(end, begin + (i + 1) * split),
+                              splits > 1 ? slots++ : -1, rows, i == 0});
     }
   if (plan.states.size() < static_cast<std::size_t>(slots * slot_floats))
     plan.states.resize(static_cast<std::size_t>(slots * slot_floats));
@@ -694,7 +737,7 @@ void run_decode_blocks(const DecodeProblem& pr, const Source& source, int block_
     paths.clear();
     for (std::int64_t g = 0; g < groups; ++g) {
       paths.emplace_back(buffer + g * path_floats, u.rows, d, dv);
-      paths.back().begin(pr, u.b, g, u.r0, source.length(u.b));
+      paths.back().begin(pr, BlockSite{u.b, g, u.r0, source.length(u.b), u.first_split});
     }
     attend_keys(paths.data(), groups, source, u.b, u.begin, u.end, tile_keys, d, dv,
                 buffer + groups * path_floats);
@@ -774,12 +817,13 @@ void run_decode(const DecodeProblem& pr, const Source& source, int threads) {
     run_decode_dims<Ops, 0, 0>(pr, source, threads);
 }
 
-// Runs a checked call: its scale and causal flag from the options, threads resolved.
+// Runs a checked call: its scale and score modifiers from the options, threads resolved.
 template <class Source>
 void decode(const TensorView<const float>& q, const TensorView<float>& o, LseOutput lse,
             const KernelOptions& options, const KernelShape& shape, const Source& source) {
+  const ScorePass pass(options, shape);
   const DecodeProblem problem{q, o, lse.data, shape, resolved_scale(options, shape.head_dim),
-                              options.causal};
+                              &pass};
   run_decode<simd::Ops>(problem, source, resolve_threads(options.threads));
 }
 

@@ -23,6 +23,7 @@
 #include "kernel_args.hpp"
 #include "microkernel.hpp"
 #include "parallel.hpp"
+#include "score_pass.hpp"
 #include "state.hpp"
 
 namespace multihead {
@@ -34,7 +35,7 @@ class FusedWorkspace {
  public:
   FusedWorkspace(std::int64_t head_dim, std::int64_t value_dim, int block_rows, int tile_keys)
       : buffer_(static_cast<std::size_t>((head_dim + value_dim + tile_keys + 3) * block_rows + 16)),
-        last_key_(static_cast<std::size_t>(block_rows)) {
+        ranges_(static_cast<std::size_t>(block_rows)) {
     float* p = buffer_.data();
     p += (64 - reinterpret_cast<std::uintptr_t>(p) % 64) % 64 / sizeof(float);  // 64-byte aligned
     qt = p;
@@ -52,21 +53,61 @@ class FusedWorkspace {
   float* st;       // [tile_keys][rows] scores of one tile, then its probabilities
   float* ot;       // [value_dim][rows] unnormalised output, transposed
   float* limit;    // [rows]            last visible key relative to the current tile (causal)
-  float* max_sum;  // [2·rows]          final running max and sum, spilled for the epilogue
-  std::int64_t* last_visible() { return last_key_.data(); }  // [rows], absolute key index
+  float* max_sum;  // [2·rows]          the sinks, then the final running max and sum
+  KeyRange* ranges() { return ranges_.data(); }  // [rows], each row's visible keys (absolute)
 
  private:
   std::vector<float> buffer_;
-  std::vector<std::int64_t> last_key_;
+  std::vector<KeyRange> ranges_;
 };
+
+// One sequence of a call, its views of batch 1: batch entry `index`, or in a packed (varlen)
+// call the tokens of sequence `index`. lse: where its head 0's log-sum-exps start (heads lie
+// lse_stride apart), or null.
+struct FusedSequence {
+  TensorView<const float> q, k, v;
+  TensorView<float> o;
+  float* lse;
+  std::int64_t lse_stride, index, q_len, kv_len;
+};
+
+// Tokens [t0, t0 + count) of batch entry b of a view, as a view of batch 1.
+template <class T>
+TensorView<T> token_range(const TensorView<T>& view, std::int64_t b, std::int64_t t0,
+                          std::int64_t count) {
+  T* first = view.row(b, t0, 0);
+  return TensorView<T>::strided(first, view.size() - (first - view.data()), 1, count,
+                                view.heads(), view.dim(), view.batch_stride(),
+                                view.token_stride(), view.head_stride());
+}
 
 struct FusedProblem {
   TensorView<const float> q, k, v;
   TensorView<float> o;
   float* lse;
-  KernelShape shape;
+  KernelShape shape;  // packed: batch 1, q_len and kv_len the token totals
   float scale;
-  bool causal;
+  const ScorePass* pass;
+  // Packed sequences (varlen): sequence i is query tokens [cu_q[i], cu_q[i + 1]) and key tokens
+  // [cu_k[i], cu_k[i + 1]) of batch entry 0; null for a plain batch.
+  const std::int64_t* cu_q = nullptr;
+  const std::int64_t* cu_k = nullptr;
+  std::int64_t packed = 0;  // the number of packed sequences
+
+  std::int64_t sequences() const { return cu_q != nullptr ? packed : shape.batch; }
+  FusedSequence sequence(std::int64_t i) const {
+    const std::int64_t h = shape.heads;
+    if (cu_q == nullptr)
+      return {token_range(q, i, 0, shape.q_len), token_range(k, i, 0, shape.kv_len),
+              token_range(v, i, 0, shape.kv_len), token_range(o, i, 0, shape.q_len),
+              lse != nullptr ? lse + i * h * shape.q_len : nullptr, shape.q_len, i, shape.q_len,
+              shape.kv_len};
+    // Packed: lse is [heads, total q tokens], FlashAttention's varlen layout.
+    const std::int64_t q0 = cu_q[i], lq = cu_q[i + 1] - q0, k0 = cu_k[i], lk = cu_k[i + 1] - k0;
+    return {token_range(q, 0, q0, lq), token_range(k, 0, k0, lk), token_range(v, 0, k0, lk),
+            token_range(o, 0, q0, lq), lse != nullptr ? lse + q0 : nullptr, shape.q_len, i, lq,
+            lk};
+  }
 };
 
 template <class Ops, int D, int DV>
@@ -76,75 +117,94 @@ struct FusedKernel {
   static constexpr int W = Ops::W, NV = T::NV, BR = T::BR, BC = T::BC;
 
   // Packs rows [r0, r0 + rows) of group g's (position, head in group) row space into Qt and
-  // records each row's last visible key. Padding rows repeat the last real row's limit and have
+  // records each row's visible keys. Padding rows repeat the last real row's range and have
   // zero queries: they compute finite values that are never stored.
-  static void pack_queries(const FusedProblem& pr, std::int64_t b, std::int64_t g,
+  static void pack_queries(const FusedProblem& pr, const FusedSequence& sq, std::int64_t g,
                            std::int64_t r0, int rows, FusedWorkspace& ws) {
     const std::int64_t gs = pr.shape.group_size();
-    const std::int64_t offset = pr.shape.kv_len - pr.shape.q_len;
     for (int r = 0; r < BR; ++r)
-      ws.last_visible()[r] = (r0 + std::min(r, rows - 1)) / gs + offset;
-    pack_transposed_rows(pr.q, b, g, gs, r0, rows, BR, D ? D : pr.shape.head_dim, ws.qt);
+      ws.ranges()[r] = pr.pass->keys((r0 + std::min(r, rows - 1)) / gs, sq.q_len, sq.kv_len);
+    pack_transposed_rows(sq.q, 0, g, gs, r0, rows, BR, D ? D : pr.shape.head_dim, ws.qt);
   }
 
   // Each row's last visible key relative to the tile starting at j0, clamped to [−1, BC] so
   // that it is exact as a float whatever the sequence length.
   static void tile_limits(std::int64_t j0, FusedWorkspace& ws) {
     for (int r = 0; r < BR; ++r)
-      ws.limit[r] = float(std::clamp<std::int64_t>(ws.last_visible()[r] - j0, -1, BC));
+      ws.limit[r] = float(std::clamp<std::int64_t>(ws.ranges()[r].last - j0, -1, BC));
   }
 
   // Normalises the block's rows and scatters them to o (and lse).
-  static void store_rows(const FusedProblem& pr, std::int64_t b, std::int64_t g, std::int64_t r0,
-                         int rows, const FusedWorkspace& ws) {
+  static void store_rows(const FusedProblem& pr, const FusedSequence& sq, std::int64_t g,
+                         std::int64_t r0, int rows, const FusedWorkspace& ws) {
     const std::int64_t dv = DV ? DV : pr.shape.value_dim, gs = pr.shape.group_size();
     const float* max = ws.max_sum;
     const float* sum = ws.max_sum + BR;
     for (int r = 0; r < rows; ++r) {
       const std::int64_t row = r0 + r, position = row / gs, head = g * gs + row % gs;
       const float inverse = inverse_sum(sum[r]);
-      float* target = pr.o.row(b, position, head);
+      float* target = sq.o.row(0, position, head);
       for (std::int64_t c = 0; c < dv; ++c) target[c] = ws.ot[c * BR + r] * inverse;
-      if (pr.lse != nullptr)
-        pr.lse[(b * pr.shape.heads + head) * pr.shape.q_len + position] =
-            log_sum_exp(max[r], sum[r]);
+      if (sq.lse != nullptr) sq.lse[head * sq.lse_stride + position] = log_sum_exp(max[r], sum[r]);
     }
   }
 
-  // One query block: batch b, KV group g, rows [r0, r0 + rows).
-  static void block(const FusedProblem& pr, std::int64_t b, std::int64_t g, std::int64_t r0,
-                    int rows, FusedWorkspace& ws) {
+  // One query block: sequence sq, KV group g, rows [r0, r0 + rows).
+  static void block(const FusedProblem& pr, const FusedSequence& sq, std::int64_t g,
+                    std::int64_t r0, int rows, FusedWorkspace& ws) {
     const KernelShape& s = pr.shape;
     const std::int64_t d = D ? D : s.head_dim, dv = DV ? DV : s.value_dim;
-    pack_queries(pr, b, g, r0, rows, ws);
+    const ScorePass& pass = *pr.pass;
+    pack_queries(pr, sq, g, r0, rows, ws);
     std::fill(ws.ot, ws.ot + dv * BR, 0.0f);
 
-    // Keys at or after kv_end are hidden from every row of the block (never visited); keys up
-    // to all_visible are seen by every row (no mask needed).
-    std::int64_t kv_end = s.kv_len, all_visible = s.kv_len - 1;
-    if (pr.causal) {
-      const std::int64_t offset = s.kv_len - s.q_len, gs = s.group_size();
-      kv_end = std::clamp<std::int64_t>((r0 + rows - 1) / gs + offset + 1, 0, s.kv_len);
-      all_visible = r0 / gs + offset;
+    // Keys outside [kv_begin, kv_end) are hidden from every row of the block (never visited);
+    // keys in [all_first, all_last] are seen by every row (no mask needed).
+    std::int64_t kv_begin = sq.kv_len, kv_end = 0, all_first = 0, all_last = sq.kv_len - 1;
+    for (int r = 0; r < rows; ++r) {
+      const KeyRange range = ws.ranges()[r];
+      all_first = std::max(all_first, range.first);
+      all_last = std::min(all_last, range.last);
+      if (range.first > range.last) continue;
+      kv_begin = std::min(kv_begin, range.first);
+      kv_end = std::max(kv_end, range.last + 1);
     }
 
-    const std::int64_t k_stride = pr.k.token_stride(), v_stride = pr.v.token_stride();
+    // The running max and sum start from the rows' sinks (none: −inf and 0).
+    if (pass.has_sinks()) {
+      for (int r = 0; r < BR; ++r) {
+        const std::int64_t row = r0 + std::min(r, rows - 1), gs = s.group_size();
+        const float sink = pass.sink(sq.index, g * gs + row % gs);
+        ws.max_sum[r] = sink;
+        ws.max_sum[BR + r] = sink == simd::negative_infinity ? 0.0f : 1.0f;
+      }
+    } else {
+      std::fill(ws.max_sum, ws.max_sum + BR, simd::negative_infinity);
+      std::fill(ws.max_sum + BR, ws.max_sum + 2 * BR, 0.0f);
+    }
+    const std::int64_t k_stride = sq.k.token_stride(), v_stride = sq.v.token_stride();
     V m[NV], l[NV], alpha[NV], tile_max[NV];
     for (int v = 0; v < NV; ++v) {
-      m[v] = Ops::set1(simd::negative_infinity);
-      l[v] = Ops::zero();
+      m[v] = Ops::load(ws.max_sum + v * W);
+      l[v] = Ops::load(ws.max_sum + BR + v * W);
     }
-    for (std::int64_t j0 = 0; j0 < kv_end; j0 += BC) {
+    for (std::int64_t j0 = kv_begin; j0 < kv_end; j0 += BC) {
       const int keys = int(std::min<std::int64_t>(BC, kv_end - j0));
       for (int v = 0; v < NV; ++v) tile_max[v] = Ops::set1(simd::negative_infinity);
-      const float* k0 = pr.k.row(b, j0, g);
-      const float* v0 = pr.v.row(b, j0, g);
+      const float* k0 = sq.k.row(0, j0, g);
+      const float* v0 = sq.v.row(0, j0, g);
       // While Q·Kᵀ of this tile runs, fetch this tile's V; during P·V, the next tile's K.
       const TilePrefetch this_v{v0, v_stride, keys, dv};
       TilePrefetch next_k;
       if (j0 + BC < kv_end)
         next_k = {k0 + BC * k_stride, k_stride, std::min<std::int64_t>(BC, kv_end - j0 - BC), d};
-      if (j0 + keys - 1 > all_visible) {  // the tile crosses the diagonal
+      if (pass.per_score() || j0 < all_first) {  // modifiers, or a window's lower edge
+        T::template qk_tile<false>(ws.qt, k0, k_stride, d, pr.scale, keys, ws.limit, ws.st,
+                                   tile_max, this_v);
+        pass.apply(ws.st, 1, BR, rows, keys, sq.index, g, r0, j0, sq.q_len, sq.kv_len,
+                   ws.ranges());
+        T::column_max(ws.st, keys, tile_max);
+      } else if (j0 + keys - 1 > all_last) {  // the tile crosses the diagonal (or window's end)
         tile_limits(j0, ws);
         T::template qk_tile<true>(ws.qt, k0, k_stride, d, pr.scale, keys, ws.limit, ws.st,
                                   tile_max, this_v);
@@ -159,15 +219,22 @@ struct FusedKernel {
       Ops::store(ws.max_sum + v * W, m[v]);
       Ops::store(ws.max_sum + BR + v * W, l[v]);
     }
-    store_rows(pr, b, g, r0, rows, ws);
+    store_rows(pr, sq, g, r0, rows, ws);
   }
 
   static void run(const FusedProblem& pr, int threads) {
     const KernelShape& s = pr.shape;
-    const std::int64_t rows_total = s.q_len * s.group_size();
-    const std::int64_t blocks = (rows_total + BR - 1) / BR;
-    const std::int64_t pairs = (blocks + 1) / 2;
-    const std::int64_t units = s.batch * s.kv_groups * pairs;
+    const std::int64_t sequences = pr.sequences(), gs = s.group_size();
+    // Units per sequence: its KV groups × pairs of its query blocks; first_unit[i] is where
+    // sequence i's start (all sequences have the same length unless packed).
+    const auto pairs_of = [&](std::int64_t q_len) { return ((q_len * gs + BR - 1) / BR + 1) / 2; };
+    std::vector<std::int64_t> first_unit(static_cast<std::size_t>(sequences + 1), 0);
+    for (std::int64_t i = 0; i < sequences; ++i)
+      first_unit[std::size_t(i + 1)] =
+          first_unit[std::size_t(i)] +
+          s.kv_groups * pairs_of(pr.cu_q != nullptr ? pr.cu_q[i + 1] - pr.cu_q[i] : s.q_len);
+    const std::int64_t units = first_unit.back();
+    if (units == 0) return;
     threads = int(std::min<std::int64_t>(threads, units));
     std::vector<FusedWorkspace> workspaces;
     workspaces.reserve(static_cast<std::size_t>(threads));
@@ -175,13 +242,17 @@ struct FusedKernel {
       workspaces.emplace_back(D ? D : s.head_dim, DV ? DV : s.value_dim, BR, BC);
 
     parallel_dynamic(units, threads, [&](int thread, std::int64_t unit) {
-      const std::int64_t pair = unit % pairs, bg = unit / pairs;
-      const std::int64_t b = bg / s.kv_groups, g = bg % s.kv_groups;
+      const std::int64_t i =
+          std::upper_bound(first_unit.begin(), first_unit.end(), unit) - first_unit.begin() - 1;
+      const FusedSequence sq = pr.sequence(i);
+      const std::int64_t rows_total = sq.q_len * gs, blocks = (rows_total + BR - 1) / BR;
+      const std::int64_t pairs = (blocks + 1) / 2, local = unit - first_unit[std::size_t(i)];
+      const std::int64_t pair = local % pairs, g = local / pairs;
       const std::int64_t first = pair, second = blocks - 1 - pair;
       FusedWorkspace& ws = workspaces[static_cast<std::size_t>(thread)];
       const auto run_block = [&](std::int64_t index) {
         const std::int64_t r0 = index * BR;
-        block(pr, b, g, r0, int(std::min<std::int64_t>(BR, rows_total - r0)), ws);
+        block(pr, sq, g, r0, int(std::min<std::int64_t>(BR, rows_total - r0)), ws);
       };
       run_block(first);
       if (second != first) run_block(second);
@@ -206,15 +277,17 @@ void run_fused(const FusedProblem& pr, int threads) {
 
 }  // namespace detail
 
-// The same contract as reference_attention (kernel_args.hpp): O = softmax(scale·Q·Kᵀ
-// [+ causal mask])·V per batch and query head, with GQA/MQA head sharing, optional lse,
-// and every argument checked before anything is written. fp32 in, fp32 accumulation.
+// The same contract as reference_attention (kernel_args.hpp): O = softmax(modified scale·Q·Kᵀ)·V
+// per batch and query head, with GQA/MQA head sharing, the options' score modifiers
+// (modifiers.hpp), optional lse, and every argument checked before anything is written. fp32
+// in, fp32 accumulation.
 inline void fused_attention(const TensorView<const float>& q, const TensorView<const float>& k,
                             const TensorView<const float>& v, const TensorView<float>& o,
                             const KernelOptions& options = {}, LseOutput lse = {}) {
   const KernelShape shape = check_kernel_args(q, k, v, o, lse, options);
+  const detail::ScorePass pass(options, shape);
   const detail::FusedProblem problem{q, k, v, o, lse.data, shape,
-                                     resolved_scale(options, shape.head_dim), options.causal};
+                                     resolved_scale(options, shape.head_dim), &pass};
   detail::run_fused<simd::Ops>(problem, resolve_threads(options.threads));
 }
 

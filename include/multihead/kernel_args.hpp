@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "config.hpp"
+#include "modifiers.hpp"
 #include "tensor_view.hpp"
 
 namespace multihead {
@@ -23,6 +24,34 @@ struct KernelOptions {
   // queries see nothing: their output is 0 and their log-sum-exp is -inf. This is the
   // convention of FlashAttention ≥ 2.1 and of PyTorch's causal_lower_right.
   bool causal = false;
+
+  // Where the queries sit among the keys, for the causal mask, the window and ALiBi: the last
+  // q_len keys (bottom-right, above) or the first (top-left: query i sees keys j <= i).
+  CausalAlignment alignment = CausalAlignment::bottom_right;
+
+  // Sliding window: query i sees keys from i + offset − window_left to i + offset +
+  // window_right (offset from `alignment`); −1 leaves that side unbounded. Mistral's window W
+  // is causal with window_left = W − 1. Tiles wholly outside every row's window are skipped.
+  std::int64_t window_left = -1, window_right = -1;
+
+  // Logit soft-cap: cap · tanh(s / cap) before the softmax (Gemma 2: 50); 0 is off.
+  float softcap = 0.0f;
+
+  // ALiBi: s −= slope[head] · |i + offset − j|, one slope per query head (alibi_slopes() gives
+  // the standard ones); size 0 is off.
+  Span<const float> alibi_slopes;
+
+  // Attention sinks: one logit per query head that joins each softmax's denominator and adds no
+  // value (gpt-oss); size 0 is off. −inf for a head means no sink.
+  Span<const float> sinks;
+
+  // Masks over [batch, heads, q_len, kv_len], broadcast where given with extent 1 (modifiers.hpp):
+  // added to the scores, or hiding a key where false.
+  MaskView<float> additive_mask;
+  MaskView<bool> boolean_mask;
+
+  // A custom modifier's hooks (modifiers.hpp), applied after the modifiers above.
+  ModifierRef modifier;
 
   // Threads to split the work over; 0 means all OpenMP threads (1 without OpenMP).
   int threads = 0;
@@ -47,6 +76,35 @@ inline void check_lse_and_options(const KernelShape& shape, const LseOutput& lse
   if (options.scale)
     require(std::isfinite(*options.scale), "scale (", *options.scale, ") must be finite");
   require(options.threads >= 0, "threads (", options.threads, ") must not be negative");
+  require(options.window_left >= -1 && options.window_right >= -1, "window (left ",
+          options.window_left, ", right ", options.window_right,
+          ") must be -1 (unbounded) or a number of keys");
+  require(std::isfinite(options.softcap) && options.softcap >= 0.0f, "softcap (",
+          options.softcap, ") must be 0 (off) or positive");
+  const auto check_per_head = [&](const Span<const float>& values, const char* name,
+                                  bool allow_minus_infinity) {
+    if (values.size == 0) return;  // off
+    require(values.data != nullptr, name, ": data is null but size is ", values.size);
+    require(values.size == shape.heads, name, ": one value per query head needed: size ",
+            values.size, ", heads ", shape.heads);
+    for (std::int64_t h = 0; h < values.size; ++h)
+      require(std::isfinite(values.data[h]) ||
+                  (allow_minus_infinity && std::isinf(values.data[h]) && values.data[h] < 0.0f),
+              name, "[", h, "] (", values.data[h], ") must be finite");
+  };
+  check_per_head(options.alibi_slopes, "alibi_slopes", false);
+  check_per_head(options.sinks, "sinks", true);
+  const auto check_mask = [&](const auto& mask, const char* name) {
+    if (mask.empty()) return;
+    require((mask.batch == 1 || mask.batch == shape.batch) &&
+                (mask.heads == 1 || mask.heads == shape.heads) &&
+                (mask.q_len == 1 || mask.q_len == shape.q_len) && mask.kv_len == shape.kv_len,
+            name, ": shape [", mask.batch, ", ", mask.heads, ", ", mask.q_len, ", ", mask.kv_len,
+            "] does not broadcast to [batch, heads, q_len, kv_len] = [", shape.batch, ", ",
+            shape.heads, ", ", shape.q_len, ", ", shape.kv_len, "]");
+  };
+  check_mask(options.additive_mask, "additive_mask");
+  check_mask(options.boolean_mask, "boolean_mask");
 }
 
 }  // namespace detail
@@ -123,14 +181,6 @@ inline KernelShape check_cache_call_args(const TensorView<const float>& q,
 
 inline float resolved_scale(const KernelOptions& options, std::int64_t head_dim) {
   return options.scale ? *options.scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
-}
-
-// The number of keys query row i sees: all of them, or with causal masking those up to the
-// bottom-right aligned diagonal (clamped to [0, kv_len]).
-inline std::int64_t visible_keys(const KernelShape& shape, bool causal, std::int64_t i) {
-  if (!causal) return shape.kv_len;
-  const std::int64_t last = i + (shape.kv_len - shape.q_len);  // last visible key index
-  return last < 0 ? 0 : (last >= shape.kv_len ? shape.kv_len : last + 1);
 }
 
 }  // namespace MULTIHEAD_ISA_NAMESPACE

@@ -141,6 +141,13 @@ struct Tiles {
     }
   }
 
+  // The row maxima of a tile's scores, after something other than qk_tile changed them.
+  static void column_max(const float* st, int keys, V* tile_max) {
+    for (int v = 0; v < NV; ++v) tile_max[v] = Ops::set1(simd::negative_infinity);
+    for (int j = 0; j < keys; ++j)
+      for (int v = 0; v < NV; ++v) tile_max[v] = Ops::max(tile_max[v], Ops::load(st + j * BR + v * W));
+  }
+
   // The online-softmax step of one tile: the new running max m, the factor alpha that carries
   // the old sum and output over to it, P = exp(S − m) in place, and the new running sum l.
   // A row that has still seen nothing keeps m = −inf, l = 0 and gets alpha = 0, P = 0.

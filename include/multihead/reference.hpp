@@ -15,6 +15,7 @@
 
 #include "kernel_args.hpp"
 #include "parallel.hpp"
+#include "score_pass.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
@@ -24,24 +25,24 @@ using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::Ro
 using ConstRowsMap = Eigen::Map<const RowMatrix, Eigen::Unaligned, Eigen::OuterStride<>>;
 using RowsMap = Eigen::Map<RowMatrix, Eigen::Unaligned, Eigen::OuterStride<>>;
 
-// Turns row `i` of scores, of which the first `visible` entries count, into probabilities in
-// place and returns the row's log-sum-exp. Subtracting the row maximum keeps exp from
-// overflowing whatever the scores' magnitude. A row that sees nothing becomes all zeros, -inf.
-inline float softmax_row(float* row, std::int64_t length, std::int64_t visible) {
-  if (visible == 0) {
+// Turns a row of scores (−inf where a key is hidden) into probabilities in place and returns
+// the row's log-sum-exp; `sink` (−inf: none) joins the denominator. Subtracting the row maximum
+// keeps exp from overflowing whatever the scores' magnitude. A row that sees nothing (and has
+// no sink) becomes all zeros, −inf.
+inline float softmax_row(float* row, std::int64_t length, float sink) {
+  float max = sink;
+  for (std::int64_t j = 0; j < length; ++j) max = std::max(max, row[j]);
+  if (max == -std::numeric_limits<float>::infinity()) {
     std::fill(row, row + length, 0.0f);
-    return -std::numeric_limits<float>::infinity();
+    return max;
   }
-  float max = row[0];
-  for (std::int64_t j = 1; j < visible; ++j) max = std::max(max, row[j]);
-  float sum = 0.0f;
-  for (std::int64_t j = 0; j < visible; ++j) {
+  float sum = std::exp(sink - max);  // 0 without a sink
+  for (std::int64_t j = 0; j < length; ++j) {
     row[j] = std::exp(row[j] - max);
     sum += row[j];
   }
   const float inverse = 1.0f / sum;
-  for (std::int64_t j = 0; j < visible; ++j) row[j] *= inverse;
-  std::fill(row + visible, row + length, 0.0f);
+  for (std::int64_t j = 0; j < length; ++j) row[j] *= inverse;
   return max + std::log(sum);
 }
 
@@ -54,7 +55,7 @@ Eigen::OuterStride<> token_rows_stride(const TensorView<T>& view) {
 
 }  // namespace detail
 
-// O = softmax(scale · Q·Kᵀ [+ causal mask]) · V for every batch and query head. Query head h
+// O = softmax(modified scale · Q·Kᵀ) · V (modifiers.hpp) for every batch and query head. Query head h
 // reads KV head h / (heads / kv_groups): GQA and MQA share K/V between heads without copying.
 // Writes `o` and, when given, `lse` ([batch, heads, q_len]); throws std::invalid_argument on any
 // bad argument before writing anything.
@@ -63,6 +64,7 @@ inline void reference_attention(const TensorView<const float>& q,
                                 const TensorView<const float>& v, const TensorView<float>& o,
                                 const KernelOptions& options = {}, LseOutput lse = {}) {
   const KernelShape shape = check_kernel_args(q, k, v, o, lse, options);
+  const detail::ScorePass pass(options, shape);
   const float scale = resolved_scale(options, shape.head_dim);
   const int threads = resolve_threads(options.threads);
   const std::int64_t group_size = shape.group_size();
@@ -91,9 +93,18 @@ inline void reference_attention(const TensorView<const float>& q,
                              detail::token_rows_stride(o));
 
       s.noalias() = scale * (q_head * k_head.transpose());
+      const float sink = pass.sink(b, h);
       for (std::int64_t i = 0; i < shape.q_len; ++i) {
-        const float row_lse = detail::softmax_row(&s(i, 0), shape.kv_len,
-                                                  visible_keys(shape, options.causal, i));
+        float* row = &s(i, 0);
+        const detail::KeyRange range = pass.keys(i, shape.q_len, shape.kv_len);
+        if (pass.per_score()) {
+          pass.apply(row, shape.kv_len, 1, 1, shape.kv_len, b, g, i * group_size + h % group_size, 0,
+                     shape.q_len, shape.kv_len, &range);
+        } else {
+          for (std::int64_t j = 0; j < shape.kv_len; ++j)
+            if (j < range.first || j > range.last) row[j] = -std::numeric_limits<float>::infinity();
+        }
+        const float row_lse = detail::softmax_row(row, shape.kv_len, sink);
         if (lse.data != nullptr) lse.data[(b * shape.heads + h) * shape.q_len + i] = row_lse;
       }
       o_head.noalias() = s * v_head;
