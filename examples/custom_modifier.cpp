@@ -58,13 +58,13 @@ int main(int argc, char** argv) {
   std::mt19937 random(42);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   const auto randoms = [&](std::int64_t n) {
-    std::vector<float> values(std::size_t(n));
+    std::vector<float> values(static_cast<std::size_t>(n));
     for (float& x : values) x = uniform(random);
     return values;
   };
   std::vector<float> q = randoms(tokens * heads * dim), k = randoms(tokens * groups * dim),
-                     v = randoms(tokens * groups * dim), packed(std::size_t(tokens * heads * dim));
-  std::vector<int> document_of(std::size_t(tokens));
+                     v = randoms(tokens * groups * dim), packed(static_cast<std::size_t>(tokens * heads * dim));
+  std::vector<int> document_of(static_cast<std::size_t>(tokens));
   for (std::int64_t t = 0; t < tokens; ++t) document_of[std::size_t(t)] = int(t / length);
 
   PackedDocuments modifier{&document_of, 0, 0, {}};
@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
 
   // Each document alone (its views start at its first token): must give the same rows.
   double worst = 0.0;
-  std::vector<float> alone(std::size_t(length * heads * dim));
+  std::vector<float> alone(static_cast<std::size_t>(length * heads * dim));
   for (std::int64_t doc = 0; doc < documents; ++doc) {
     const std::int64_t t0 = doc * length;
     PackedDocuments own = modifier;
