@@ -71,15 +71,17 @@ class ScorePass {
              std::int64_t length, const KeyRange* ranges) const {
     Rows info;
     info.crossing = false;
+    const std::int64_t shift = offset(q_len, length) - j0;  // diagonals relative to the tile
+    std::int64_t query = r0 / group_size_, in_group = r0 % group_size_;  // no division per row
     for (int r = 0; r < rows; ++r) {
-      const std::int64_t row = r0 + r, query = row / group_size_;
       info.query[r] = query;
-      info.head[r] = g * group_size_ + row % group_size_;
+      info.head[r] = g * group_size_ + in_group;
       info.slope[r] = options_.alibi_slopes.size > 0 ? options_.alibi_slopes.data[info.head[r]] : 0.0f;
-      info.diagonal[r] = float(query + offset(q_len, length) - j0);  // relative to the tile
+      info.diagonal[r] = float(query + shift);
       info.first[r] = float(std::clamp<std::int64_t>(ranges[r].first - j0, -1, keys));
       info.last[r] = float(std::clamp<std::int64_t>(ranges[r].last - j0, -1, keys));
       info.crossing |= ranges[r].first > j0 || ranges[r].last < j0 + keys - 1;
+      if (++in_group == group_size_) in_group = 0, ++query;
     }
     if (row_step == 1)
       for (std::int64_t j = 0; j < keys; ++j) rows_line(s + j * key_step, rows, j, info);
