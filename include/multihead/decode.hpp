@@ -26,7 +26,8 @@
 // Per-thread buffers and the split states are kept between calls (thread_local), so a decode
 // step allocates nothing once the shapes have been seen.
 //
-// Results: the same scores, masks and accuracy as fused_attention. With several threads the
+// Results: the same scores, masks, modifiers (score_pass.hpp; a sink joins the split that holds
+// a row's first keys) and accuracy as fused_attention. With several threads the
 // split points depend on the thread count, so results may differ in the last bits between
 // thread counts (never between runs with the same count).
 #pragma once

@@ -1,17 +1,21 @@
 // The fused attention kernel: FlashAttention's algorithm on the CPU.
 //
-// Work unit: one batch entry × one KV group × one block of query rows. The heads/kv_groups
+// Work unit: one sequence (batch entry) × one KV group × one block of query rows. The heads/kv_groups
 // query heads that share a KV head are stacked into the block's rows (row = query position ·
 // group_size + head in group), so each K/V tile is read once per group and block, and MQA/GQA
 // do less memory traffic per flop than MHA. For each K/V tile of BC keys: scores
 // S = scale·Q·Kᵀ, the online-softmax step (state.hpp), O += P·V; one normalisation at the end.
 // The score matrix is never stored: memory per thread is O(block · (head_dim + value_dim + BC)).
 //
-// Causal (bottom-right aligned, see KernelOptions): tiles entirely above the diagonal are never
-// visited, tiles entirely below it run unmasked, and only tiles that cross it are masked.
+// Masks and modifiers (modifiers.hpp, score_pass.hpp): each row sees a range of keys (causal,
+// sliding window); tiles outside every row's range are never visited, tiles inside all of them
+// run unmasked, and only tiles that cross a range's end are masked — in the Q·Kᵀ epilogue for
+// a causal diagonal, by the ScorePass for a window's start and for every per-score modifier.
+// Sinks are the online softmax's starting state.
 //
-// Threads: units are pairs of query blocks (block i with block n−1−i of the same batch entry
-// and group) so that causal costs even out, handed out dynamically. Each block is computed by
+// Threads: units are pairs of query blocks (block i with block n−1−i of the same sequence and
+// group) so that causal costs even out, handed out dynamically. Packed sequences (varlen.hpp)
+// are units of their own lengths. Each block is computed by
 // one thread in a fixed order, so the results are bitwise identical for any thread count.
 #pragma once
 

@@ -55,8 +55,9 @@ Eigen::OuterStride<> token_rows_stride(const TensorView<T>& view) {
 
 }  // namespace detail
 
-// O = softmax(modified scale · Q·Kᵀ) · V (modifiers.hpp) for every batch and query head. Query head h
-// reads KV head h / (heads / kv_groups): GQA and MQA share K/V between heads without copying.
+// O = softmax(scale · Q·Kᵀ, modified as modifiers.hpp says) · V for every batch and query head.
+// Query head h reads KV head h / (heads / kv_groups): GQA and MQA share K/V between heads
+// without copying.
 // Writes `o` and, when given, `lse` ([batch, heads, q_len]); throws std::invalid_argument on any
 // bad argument before writing anything.
 inline void reference_attention(const TensorView<const float>& q,
