@@ -4,6 +4,7 @@
 //   reference/<shape>, fused/<shape>     prefill attention on P1, P2, P2-MQA (shapes.hpp)
 //   fused-softcap/P1, fused-alibi/P1     score modifiers, beside fused/P1
 //   fused-window4096/P1-8192             a sliding window, beside fused/P1-8192 (plain causal)
+//                                        and fused/P1-8192-full (no mask)
 //   decode/D1/<cache>                    one generation step of D1 over a KvCache of <cache>
 //                                        = fp32, bf16 or fp16 (decode_bench.hpp)
 //   decode/D1-paged16/<cache>            the same over a PagedKvCache of 16-token blocks
@@ -38,15 +39,19 @@ int main(int argc, char** argv) {
     multihead::reference_attention(a.q, a.k, a.v, a.o, options);
   });
   // The fused kernel: tiled online softmax, group-packed heads, register-blocked products.
-  bench::register_attention("fused", [](const bench::AttentionViews& a,
-                                        const multihead::KernelOptions& options) {
+  const bench::AttentionKernel fused = [](const bench::AttentionViews& a,
+                                          const multihead::KernelOptions& options) {
     multihead::fused_attention(a.q, a.k, a.v, a.o, options);
-  });
+  };
+  bench::register_attention("fused", fused);
   // Score modifiers (issue 6's targets): soft-cap and ALiBi on P1, and a 4096-key sliding
-  // window over P1's layer at 8192 tokens beside plain causal there. All are counted as the
-  // plain causal work, so their times compare directly with fused/P1 and fused/P1-8192.
+  // window over P1's layer at 8192 tokens beside plain causal and unmasked attention there.
+  // The modifiers are counted as the plain causal work, so their times compare directly with
+  // fused/P1 and fused/P1-8192.
   const std::vector<bench::Shape> p1 = {bench::prefill_shapes().front()};
   const std::vector<bench::Shape> p1_8192 = {{"P1-8192", 1, 32, 8, 128, 8192, 8192, true}};
+  bench::register_attention("fused", fused,
+                            {p1_8192.front(), {"P1-8192-full", 1, 32, 8, 128, 8192, 8192, false}});
   bench::register_attention("fused-softcap", [](const bench::AttentionViews& a,
                                                 const multihead::KernelOptions& options) {
     multihead::KernelOptions capped = options;
@@ -60,10 +65,6 @@ int main(int argc, char** argv) {
     biased.alibi_slopes = {slopes.data(), std::int64_t(slopes.size())};
     multihead::fused_attention(a.q, a.k, a.v, a.o, biased);
   }, p1);
-  bench::register_attention("fused", [](const bench::AttentionViews& a,
-                                        const multihead::KernelOptions& options) {
-    multihead::fused_attention(a.q, a.k, a.v, a.o, options);
-  }, p1_8192);
   bench::register_attention("fused-window4096", [](const bench::AttentionViews& a,
                                                    const multihead::KernelOptions& options) {
     multihead::KernelOptions windowed = options;
