@@ -63,7 +63,9 @@ struct LayerConfig {
     using detail::require_positive;
     require_positive(model_dim, "model_dim");
     detail::check_heads(heads, kv_groups, head_dim, v_dim());
-    if (scale) require(*scale > 0.0f && std::isfinite(*scale), "scale (", *scale, ") must be positive and finite");
+    if (scale)
+      require(*scale > 0.0f && std::isfinite(*scale), "scale (", *scale,
+              ") must be positive and finite");
     if (rope) rope->validate(head_dim);
     require(window_left >= -1 && window_right >= -1, "window (left ", window_left, ", right ",
             window_right, ") must be -1 (unbounded) or a number of keys");
@@ -102,10 +104,14 @@ struct KernelShape {
     require_positive(q_len, "q_len");
     require_positive(kv_len, "kv_len");
     detail::check_heads(heads, kv_groups, head_dim, value_dim);
-    detail::checked_product("q size (batch * q_len * heads * head_dim)", batch, q_len, heads, head_dim);
-    detail::checked_product("o size (batch * q_len * heads * value_dim)", batch, q_len, heads, value_dim);
-    detail::checked_product("k size (batch * kv_len * kv_groups * head_dim)", batch, kv_len, kv_groups, head_dim);
-    detail::checked_product("v size (batch * kv_len * kv_groups * value_dim)", batch, kv_len, kv_groups, value_dim);
+    detail::checked_product("q size (batch * q_len * heads * head_dim)", batch, q_len, heads,
+                            head_dim);
+    detail::checked_product("o size (batch * q_len * heads * value_dim)", batch, q_len, heads,
+                            value_dim);
+    detail::checked_product("k size (batch * kv_len * kv_groups * head_dim)", batch, kv_len,
+                            kv_groups, head_dim);
+    detail::checked_product("v size (batch * kv_len * kv_groups * value_dim)", batch, kv_len,
+                            kv_groups, value_dim);
     detail::checked_product("scores per head (q_len * kv_len)", q_len, kv_len);
   }
 };

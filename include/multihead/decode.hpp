@@ -132,11 +132,6 @@ inline void store_row(const DecodeProblem& pr, std::int64_t b, std::int64_t g, s
     pr.lse[(b * pr.shape.heads + head) * pr.shape.q_len + position] = log_sum_exp(max, sum);
 }
 
-// The keys row `row` of a block may see in a sequence of `length` keys (absolute indices).
-inline KeyRange visible_keys(const DecodeProblem& pr, std::int64_t length, std::int64_t row) {
-  return pr.pass->keys(row / pr.shape.group_size(), pr.shape.q_len, length);
-}
-
 // Where a unit's rows are, for the score modifiers and the sinks: batch entry, KV group, first
 // row, the sequence's length, and whether this unit holds the first keys of its rows (the
 // sinks join the softmax there, once).
@@ -144,16 +139,6 @@ struct BlockSite {
   std::int64_t b = 0, g = 0, r0 = 0, length = 0;
   bool first_split = true;
 };
-
-// The sink of row `row` of KV group g, if the unit starts its rows' softmax: the state then
-// starts at max = sink, sum = 1 (none: −inf, 0).
-inline void initial_state(const DecodeProblem& pr, const BlockSite& at, std::int64_t row,
-                          float& max, float& sum) {
-  const std::int64_t gs = pr.shape.group_size();
-  max = at.first_split && pr.pass->has_sinks() ? pr.pass->sink(at.b, at.g * gs + row % gs)
-                                                : simd::negative_infinity;
-  sum = max == simd::negative_infinity ? 0.0f : 1.0f;
-}
 
 // What a tile path may prefetch while it computes one KV group of one tile: the transposed
 // tiles, like the fused kernel, this group's V of this tile and K of the next; the row-major
@@ -220,22 +205,15 @@ class RowTiles {
   std::int64_t value_pitch() const { return dvp_; }
 
   void begin(const DecodeProblem& pr, const BlockSite& at) {
-    const std::int64_t gs = pr.shape.group_size();
     pr_ = &pr;
-    at_ = at;
-    all_first_ = 0;
-    all_last_ = at.length;
+    pr.pass->block_rows(block_, at.b, at.g, at.r0, rows_, rows_, pr.shape.q_len, at.length);
     for (int r = 0; r < rows_; ++r) {
-      const std::int64_t row = at.r0 + r;
-      const float* source = pr.q.row(at.b, row / gs, at.g * gs + row % gs);
+      const float* source = pr.q.row(at.b, block_.query[r], block_.head[r]);
       float* q = q_ + r * dp_;
       for (std::int64_t p = 0; p < d_; ++p) q[p] = source[p] * pr.scale;
       std::fill(q + d_, q + dp_, 0.0f);
       std::fill(o_ + r * dvp_, o_ + (r + 1) * dvp_, 0.0f);
-      initial_state(pr, at, row, m_[r], l_[r]);
-      ranges_[r] = visible_keys(pr, at.length, row);
-      all_first_ = std::max(all_first_, ranges_[r].first);
-      all_last_ = std::min(all_last_, ranges_[r].last);
+      pr.pass->start(block_, r, at.first_split, m_[r], l_[r]);
     }
   }
 
@@ -259,9 +237,8 @@ class RowTiles {
       }
     }
     // Modifiers, or some row's range starts or ends inside this run.
-    if (pr_->pass->per_score() || j0 < all_first_ || j0 + keys - 1 > all_last_)
-      pr_->pass->apply(s_ + offset, BC + W, 1, rows_, keys, at_.b, at_.g, at_.r0, j0,
-                       pr_->shape.q_len, at_.length, ranges_);
+    if (pr_->pass->per_score() || block_.masked_start(j0) || block_.masked_end(j0, keys))
+      pr_->pass->apply(s_ + offset, BC + W, 1, keys, j0, block_);
   }
 
   // The online-softmax step, per row: new max, the factor alpha carrying the old state over,
@@ -417,11 +394,11 @@ class RowTiles {
   }
 
   int rows_;
-  std::int64_t d_, dv_, dp_, dvp_, all_first_ = 0, all_last_ = 0;
+  std::int64_t d_, dv_, dp_, dvp_;
   float *q_, *s_, *o_, *m_, *l_, *alpha_;
   const DecodeProblem* pr_ = nullptr;
-  BlockSite at_;
-  KeyRange ranges_[kMaxRows];  // each row's visible keys (absolute)
+  BlockRows block_;  // the block's rows and the keys they see
+  static_assert(kMaxRows <= kMaxTileRows, "a block's rows must fit a BlockRows");
 };
 
 // ---- Many rows: the fused kernel's transposed tiles ----------------------------------------
@@ -460,19 +437,11 @@ class ColumnTiles {
   // Packs the block's rows into Qt; padding rows get zero queries and the last real row's
   // limit, so they compute finite values that are never stored.
   void begin(const DecodeProblem& pr, const BlockSite& at) {
-    const std::int64_t gs = pr.shape.group_size();
     pr_ = &pr;
-    at_ = at;
-    all_first_ = 0;
-    all_last_ = at.length;
-    for (int r = 0; r < BR; ++r) {
-      const std::int64_t row = at.r0 + std::min(r, rows_ - 1);
-      ranges_[r] = visible_keys(pr, at.length, row);
-      all_first_ = std::max(all_first_, ranges_[r].first);
-      all_last_ = std::min(all_last_, ranges_[r].last);
-      initial_state(pr, at, row, max_sum_[r], max_sum_[BR + r]);
-    }
-    pack_transposed_rows(pr.q, at.b, at.g, gs, at.r0, rows_, BR, d_, qt_);
+    pr.pass->block_rows(block_, at.b, at.g, at.r0, rows_, BR, pr.shape.q_len, at.length);
+    for (int r = 0; r < BR; ++r)
+      pr.pass->start(block_, r, at.first_split, max_sum_[r], max_sum_[BR + r]);
+    pack_transposed_rows(pr.q, at.b, at.g, pr.shape.group_size(), at.r0, rows_, BR, d_, qt_);
     std::fill(ot_, ot_ + dv_ * BR, 0.0f);
     for (int v = 0; v < NV; ++v) {
       m_[v] = Ops::load(max_sum_ + v * W);
@@ -488,22 +457,8 @@ class ColumnTiles {
     const TilePrefetch& next = fetches.this_v;
     if (offset == 0)
       for (int v = 0; v < NV; ++v) tile_max_[v] = Ops::set1(simd::negative_infinity);
-    float* st = st_ + offset * BR;
-    const float scale = pr_->scale;
-    if (pr_->pass->per_score() || j0 < all_first_) {  // modifiers, or a window's lower edge
-      V run_max[NV];
-      T::template qk_tile<false>(qt_, k, k_stride, d_, scale, keys, limit_, st, run_max, next);
-      pr_->pass->apply(st, 1, BR, rows_, keys, at_.b, at_.g, at_.r0, j0, pr_->shape.q_len,
-                       at_.length, ranges_);
-      T::column_max(st, keys, run_max);
-      for (int v = 0; v < NV; ++v) tile_max_[v] = Ops::max(tile_max_[v], run_max[v]);
-    } else if (j0 + keys - 1 > all_last_) {
-      for (int r = 0; r < BR; ++r)
-        limit_[r] = float(std::clamp<std::int64_t>(ranges_[r].last - j0, -1, BC));
-      T::template qk_tile<true>(qt_, k, k_stride, d_, scale, keys, limit_, st, tile_max_, next);
-    } else {
-      T::template qk_tile<false>(qt_, k, k_stride, d_, scale, keys, limit_, st, tile_max_, next);
-    }
+    T::scored_tile(*pr_->pass, block_, j0, qt_, k, k_stride, d_, pr_->scale, keys, limit_,
+                   st_ + offset * BR, tile_max_, next);
   }
 
   void softmax(int keys) { T::softmax_tile(st_, keys, tile_max_, m_, l_, alpha_); }
@@ -534,11 +489,10 @@ class ColumnTiles {
 
  private:
   int rows_;
-  std::int64_t d_, dv_, all_first_ = 0, all_last_ = 0;
+  std::int64_t d_, dv_;
   float *qt_, *st_, *ot_, *limit_, *max_sum_, *row_;
   const DecodeProblem* pr_ = nullptr;
-  BlockSite at_;
-  KeyRange ranges_[BR];  // each row's visible keys (absolute)
+  BlockRows block_;  // the block's rows and the keys they see
   V m_[NV], l_[NV], alpha_[NV], tile_max_[NV];
 };
 
@@ -686,18 +640,6 @@ void run_decode_blocks(const DecodeProblem& pr, const Source& source, int block_
 
   // Split length: even shares of all keys for ~4 units per thread (dynamic scheduling evens
   // out ragged lengths), never below kMinSplitKeys, in whole tiles; one thread never splits.
-  // The keys any row of a block sees: [begin, end), empty when none does.
-  const auto block_keys = [&](std::int64_t b, std::int64_t r0, int rows) {
-    const std::int64_t length = source.length(b);
-    KeyRange all{length, -1};
-    for (int r = 0; r < rows; ++r) {
-      const KeyRange range = visible_keys(pr, length, r0 + r);
-      if (range.first > range.last) continue;
-      all.first = std::min(all.first, range.first);
-      all.last = std::max(all.last, range.last);
-    }
-    return all.first > all.last ? KeyRange{0, -1} : all;
-  };
   std::int64_t total_keys = 0;
   for (std::int64_t b = 0; b < s.batch; ++b) total_keys += source.length(b);
   const std::int64_t target_units = threads > 1 ? 4 * std::int64_t(threads) : 1;
@@ -707,17 +649,18 @@ void run_decode_blocks(const DecodeProblem& pr, const Source& source, int block_
   // The calling thread's plan; a reference, since the lambdas below run on other threads,
   // where the name of a thread_local means their own copy.
   thread_local DecodePlan calling_thread_plan;
+  BlockRows block;  // each block's rows in turn, for the keys they see
   DecodePlan& plan = calling_thread_plan;
   plan.units.clear();
   plan.merges.clear();
   const std::int64_t group_floats = block_rows * (dv + 2), slot_floats = groups * group_floats;
   std::int64_t slots = 0;
   for (std::int64_t b = 0; b < s.batch; ++b)
-    for (std::int64_t block = 0; block < blocks; ++block) {
-      const std::int64_t r0 = block * block_rows;
+    for (std::int64_t index = 0; index < blocks; ++index) {
+      const std::int64_t r0 = index * block_rows;
       const int rows = int(std::min<std::int64_t>(block_rows, rows_total - r0));
-      const KeyRange keys = block_keys(b, r0, rows);
-      const std::int64_t begin = keys.first, end = keys.last + 1;
+      pr.pass->block_rows(block, b, 0, r0, rows, rows, s.q_len, source.length(b));
+      const std::int64_t begin = block.begin, end = block.end;  // the keys any row sees
       const std::int64_t splits = std::max<std::int64_t>(1, (end - begin + split - 1) / split);
       if (splits > 1) plan.merges.push_back({b, r0, slots, splits, rows});
       for (std::int64_t i = 0; i < splits; ++i)

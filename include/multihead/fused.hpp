@@ -38,8 +38,7 @@ namespace detail {
 class FusedWorkspace {
  public:
   FusedWorkspace(std::int64_t head_dim, std::int64_t value_dim, int block_rows, int tile_keys)
-      : buffer_(static_cast<std::size_t>((head_dim + value_dim + tile_keys + 3) * block_rows + 16)),
-        ranges_(static_cast<std::size_t>(block_rows)) {
+      : buffer_(static_cast<std::size_t>((head_dim + value_dim + tile_keys + 3) * block_rows + 16)) {
     float* p = buffer_.data();
     p += (64 - reinterpret_cast<std::uintptr_t>(p) % 64) % 64 / sizeof(float);  // 64-byte aligned
     qt = p;
@@ -58,11 +57,10 @@ class FusedWorkspace {
   float* ot;       // [value_dim][rows] unnormalised output, transposed
   float* limit;    // [rows]            last visible key relative to the current tile (causal)
   float* max_sum;  // [2·rows]          the sinks, then the final running max and sum
-  KeyRange* ranges() { return ranges_.data(); }  // [rows], each row's visible keys (absolute)
+  BlockRows block;  // the block's rows and the keys they see
 
  private:
   std::vector<float> buffer_;
-  std::vector<KeyRange> ranges_;
 };
 
 // One sequence of a call, its views of batch 1: batch entry `index`, or in a packed (varlen)
@@ -120,24 +118,6 @@ struct FusedKernel {
   using V = typename Ops::V;
   static constexpr int W = Ops::W, NV = T::NV, BR = T::BR, BC = T::BC;
 
-  // Packs rows [r0, r0 + rows) of group g's (position, head in group) row space into Qt and
-  // records each row's visible keys. Padding rows repeat the last real row's range and have
-  // zero queries: they compute finite values that are never stored.
-  static void pack_queries(const FusedProblem& pr, const FusedSequence& sq, std::int64_t g,
-                           std::int64_t r0, int rows, FusedWorkspace& ws) {
-    const std::int64_t gs = pr.shape.group_size();
-    for (int r = 0; r < BR; ++r)
-      ws.ranges()[r] = pr.pass->keys((r0 + std::min(r, rows - 1)) / gs, sq.q_len, sq.kv_len);
-    pack_transposed_rows(sq.q, 0, g, gs, r0, rows, BR, D ? D : pr.shape.head_dim, ws.qt);
-  }
-
-  // Each row's last visible key relative to the tile starting at j0, clamped to [−1, BC] so
-  // that it is exact as a float whatever the sequence length.
-  static void tile_limits(std::int64_t j0, FusedWorkspace& ws) {
-    for (int r = 0; r < BR; ++r)
-      ws.limit[r] = float(std::clamp<std::int64_t>(ws.ranges()[r].last - j0, -1, BC));
-  }
-
   // Normalises the block's rows and scatters them to o (and lse).
   static void store_rows(const FusedProblem& pr, const FusedSequence& sq, std::int64_t g,
                          std::int64_t r0, int rows, const FusedWorkspace& ws) {
@@ -159,63 +139,33 @@ struct FusedKernel {
     const KernelShape& s = pr.shape;
     const std::int64_t d = D ? D : s.head_dim, dv = DV ? DV : s.value_dim;
     const ScorePass& pass = *pr.pass;
-    pack_queries(pr, sq, g, r0, rows, ws);
+    // Padding rows (rows to BR) have zero queries and the last real row's keys: they compute
+    // finite values that are never stored. Keys outside [block.begin, block.end) are never
+    // visited.
+    const BlockRows& block = ws.block;
+    pass.block_rows(ws.block, sq.index, g, r0, rows, BR, sq.q_len, sq.kv_len);
+    pack_transposed_rows(sq.q, 0, g, s.group_size(), r0, rows, BR, d, ws.qt);
     std::fill(ws.ot, ws.ot + dv * BR, 0.0f);
-
-    // Keys outside [kv_begin, kv_end) are hidden from every row of the block (never visited);
-    // keys in [all_first, all_last] are seen by every row (no mask needed).
-    std::int64_t kv_begin = sq.kv_len, kv_end = 0, all_first = 0, all_last = sq.kv_len - 1;
-    for (int r = 0; r < rows; ++r) {
-      const KeyRange range = ws.ranges()[r];
-      all_first = std::max(all_first, range.first);
-      all_last = std::min(all_last, range.last);
-      if (range.first > range.last) continue;
-      kv_begin = std::min(kv_begin, range.first);
-      kv_end = std::max(kv_end, range.last + 1);
-    }
-
-    // The running max and sum start from the rows' sinks (none: −inf and 0).
-    if (pass.has_sinks()) {
-      for (int r = 0; r < BR; ++r) {
-        const std::int64_t row = r0 + std::min(r, rows - 1), gs = s.group_size();
-        const float sink = pass.sink(sq.index, g * gs + row % gs);
-        ws.max_sum[r] = sink;
-        ws.max_sum[BR + r] = sink == simd::negative_infinity ? 0.0f : 1.0f;
-      }
-    } else {
-      std::fill(ws.max_sum, ws.max_sum + BR, simd::negative_infinity);
-      std::fill(ws.max_sum + BR, ws.max_sum + 2 * BR, 0.0f);
-    }
+    for (int r = 0; r < BR; ++r) pass.start(block, r, true, ws.max_sum[r], ws.max_sum[BR + r]);
     const std::int64_t k_stride = sq.k.token_stride(), v_stride = sq.v.token_stride();
     V m[NV], l[NV], alpha[NV], tile_max[NV];
     for (int v = 0; v < NV; ++v) {
       m[v] = Ops::load(ws.max_sum + v * W);
       l[v] = Ops::load(ws.max_sum + BR + v * W);
     }
-    for (std::int64_t j0 = kv_begin; j0 < kv_end; j0 += BC) {
-      const int keys = int(std::min<std::int64_t>(BC, kv_end - j0));
+    for (std::int64_t j0 = block.begin; j0 < block.end; j0 += BC) {
+      const int keys = int(std::min<std::int64_t>(BC, block.end - j0));
       for (int v = 0; v < NV; ++v) tile_max[v] = Ops::set1(simd::negative_infinity);
       const float* k0 = sq.k.row(0, j0, g);
       const float* v0 = sq.v.row(0, j0, g);
       // While Q·Kᵀ of this tile runs, fetch this tile's V; during P·V, the next tile's K.
       const TilePrefetch this_v{v0, v_stride, keys, dv};
       TilePrefetch next_k;
-      if (j0 + BC < kv_end)
-        next_k = {k0 + BC * k_stride, k_stride, std::min<std::int64_t>(BC, kv_end - j0 - BC), d};
-      if (pass.per_score() || j0 < all_first) {  // modifiers, or a window's lower edge
-        T::template qk_tile<false>(ws.qt, k0, k_stride, d, pr.scale, keys, ws.limit, ws.st,
-                                   tile_max, this_v);
-        pass.apply(ws.st, 1, BR, rows, keys, sq.index, g, r0, j0, sq.q_len, sq.kv_len,
-                   ws.ranges());
-        T::column_max(ws.st, keys, tile_max);
-      } else if (j0 + keys - 1 > all_last) {  // the tile crosses the diagonal (or window's end)
-        tile_limits(j0, ws);
-        T::template qk_tile<true>(ws.qt, k0, k_stride, d, pr.scale, keys, ws.limit, ws.st,
-                                  tile_max, this_v);
-      } else {
-        T::template qk_tile<false>(ws.qt, k0, k_stride, d, pr.scale, keys, ws.limit, ws.st,
-                                   tile_max, this_v);
-      }
+      if (j0 + BC < block.end)
+        next_k = {k0 + BC * k_stride, k_stride, std::min<std::int64_t>(BC, block.end - j0 - BC),
+                  d};
+      T::scored_tile(pass, block, j0, ws.qt, k0, k_stride, d, pr.scale, keys, ws.limit, ws.st,
+                     tile_max, this_v);
       T::softmax_tile(ws.st, keys, tile_max, m, l, alpha);
       T::pv_tile(ws.ot, ws.st, keys, v0, v_stride, dv, alpha, next_k);
     }

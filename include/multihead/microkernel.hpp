@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "score_pass.hpp"
 #include "simd.hpp"
 #include "tensor_view.hpp"
 
@@ -141,11 +142,29 @@ struct Tiles {
     }
   }
 
-  // The row maxima of a tile's scores, after something other than qk_tile changed them.
-  static void column_max(const float* st, int keys, V* tile_max) {
-    for (int v = 0; v < NV; ++v) tile_max[v] = Ops::set1(simd::negative_infinity);
-    for (int j = 0; j < keys; ++j)
-      for (int v = 0; v < NV; ++v) tile_max[v] = Ops::max(tile_max[v], Ops::load(st + j * BR + v * W));
+  // The scores of keys [j0, j0 + keys) for a block's rows (score_pass.hpp), by what the tile
+  // needs: plain products when every row sees every key; the causal epilogue's mask when a row's
+  // range ends inside the tile; the pass's modifiers (and ranges) when a modifier looks at every
+  // score or a range starts inside the tile. The row maxima are folded into tile_max.
+  static void scored_tile(const ScorePass& pass, const BlockRows& block, std::int64_t j0,
+                          const float* qt, const float* k0, std::int64_t k_stride,
+                          std::int64_t d, float scale, int keys, float* limit, float* st,
+                          V* tile_max, const TilePrefetch& next) {
+    static_assert(BR <= kMaxTileRows, "a block's rows must fit a BlockRows");
+    if (pass.per_score() || block.masked_start(j0)) {
+      V unmodified_max[NV];  // of no use: the modifiers change the scores
+      for (int v = 0; v < NV; ++v) unmodified_max[v] = Ops::set1(simd::negative_infinity);
+      qk_tile<false>(qt, k0, k_stride, d, scale, keys, limit, st, unmodified_max, next);
+      pass.apply(st, 1, BR, keys, j0, block);
+      for (int j = 0; j < keys; ++j)
+        for (int v = 0; v < NV; ++v)
+          tile_max[v] = Ops::max(tile_max[v], Ops::load(st + j * BR + v * W));
+    } else if (block.masked_end(j0, keys)) {
+      block.limits(j0, BR, BC, limit);
+      qk_tile<true>(qt, k0, k_stride, d, scale, keys, limit, st, tile_max, next);
+    } else {
+      qk_tile<false>(qt, k0, k_stride, d, scale, keys, limit, st, tile_max, next);
+    }
   }
 
   // The online-softmax step of one tile: the new running max m, the factor alpha that carries

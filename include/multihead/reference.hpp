@@ -80,6 +80,7 @@ inline void reference_attention(const TensorView<const float>& q,
   parallel_chunks(shape.batch * shape.heads, threads,
                   [&](int thread, std::int64_t begin, std::int64_t end) {
     detail::RowMatrix& s = scores[static_cast<std::size_t>(thread)];
+    detail::BlockRows block;  // one query row at a time, for the pass's modifiers
     for (std::int64_t unit = begin; unit < end; ++unit) {
       const std::int64_t b = unit / shape.heads;
       const std::int64_t h = unit % shape.heads;
@@ -97,11 +98,12 @@ inline void reference_attention(const TensorView<const float>& q,
       const float sink = pass.sink(b, h);
       for (std::int64_t i = 0; i < shape.q_len; ++i) {
         float* row = &s(i, 0);
-        const detail::KeyRange range = pass.keys(i, shape.q_len, shape.kv_len);
         if (pass.per_score()) {
-          pass.apply(row, shape.kv_len, 1, 1, shape.kv_len, b, g, i * group_size + h % group_size, 0,
-                     shape.q_len, shape.kv_len, &range);
+          pass.block_rows(block, b, g, i * group_size + h % group_size, 1, 1, shape.q_len,
+                          shape.kv_len);
+          pass.apply(row, shape.kv_len, 1, shape.kv_len, 0, block);
         } else {
+          const detail::KeyRange range = pass.keys(i, shape.q_len, shape.kv_len);
           for (std::int64_t j = 0; j < shape.kv_len; ++j)
             if (j < range.first || j > range.last) row[j] = -std::numeric_limits<float>::infinity();
         }
