@@ -7,6 +7,10 @@
 #include <map>
 #include <memory>
 #include <new>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -223,23 +227,58 @@ double run_fma(int threads) {
   return 2.0 * path.lanes * kFmaChains * static_cast<double>(kFmaRounds) * team;
 }
 
-double run_read(int threads) {
+namespace {
+
+// One pass over the read buffer by `threads` threads, in chunks of chunk_blocks blocks: in
+// address order without `order` (each thread one contiguous share), else the chunks `order`
+// lists, the threads taking equal shares of the list.
+float read_pass(int threads, std::int64_t chunk_blocks, const std::vector<std::int64_t>* order) {
   const PeakIsa& path = peak_path();
   const float* data = read_buffer();
-  constexpr std::int64_t blocks = kReadFloats / kReadBlock;
+  const std::int64_t chunks = kReadFloats / kReadBlock / chunk_blocks;
+  const std::int64_t chunk_floats = chunk_blocks * kReadBlock;
+  const auto share = [&](std::int64_t begin, std::int64_t end) {
+    if (order == nullptr) return path.sum(data + begin * chunk_floats, (end - begin) * chunk_blocks);
+    float sum = 0.0f;
+    for (std::int64_t i = begin; i < end; ++i)
+      sum += path.sum(data + (*order)[static_cast<std::size_t>(i)] * chunk_floats, chunk_blocks);
+    return sum;
+  };
   float checksum = 0.0f;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) reduction(+ : checksum)
   {
     const std::int64_t team = omp_get_num_threads(), thread = omp_get_thread_num();
-    const std::int64_t begin = blocks * thread / team, end = blocks * (thread + 1) / team;
-    checksum += path.sum(data + begin * kReadBlock, end - begin);
+    checksum += share(chunks * thread / team, chunks * (thread + 1) / team);
   }
 #else
   (void)threads;
-  checksum = path.sum(data, blocks);
+  checksum = share(0, chunks);
 #endif
-  g_sink = checksum;
+  return checksum;
+}
+
+}  // namespace
+
+double run_read(int threads) {
+  g_sink = read_pass(threads, 1, nullptr);
+  return static_cast<double>(kReadBufferBytes);
+}
+
+double run_read_scattered(int threads, std::int64_t chunk_bytes) {
+  constexpr std::int64_t block_bytes = kReadBlock * std::int64_t(sizeof(float));
+  if (chunk_bytes <= 0 || chunk_bytes % block_bytes != 0 || kReadBufferBytes % chunk_bytes != 0)
+    throw std::invalid_argument("run_read_scattered: chunk_bytes must be whole 512-byte blocks "
+                                "that divide the read buffer");
+  // One fixed shuffle per chunk size, made on first use (untimed by the caller's warm-up).
+  static std::map<std::int64_t, std::vector<std::int64_t>> orders;
+  std::vector<std::int64_t>& order = orders[chunk_bytes];
+  if (order.empty()) {
+    order.resize(static_cast<std::size_t>(kReadBufferBytes / chunk_bytes));
+    std::iota(order.begin(), order.end(), std::int64_t{0});
+    std::shuffle(order.begin(), order.end(), std::mt19937_64(20261123));
+  }
+  g_sink = read_pass(threads, chunk_bytes / block_bytes, &order);
   return static_cast<double>(kReadBufferBytes);
 }
 

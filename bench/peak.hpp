@@ -25,6 +25,11 @@ constexpr std::int64_t kReadBufferBytes = std::int64_t{512} << 20;
 // than a read, and would swamp the bandwidth if it were paid per pass.
 double run_read(int threads);
 
+// The same pass over the buffer cut into chunks of chunk_bytes (whole 512-byte blocks that
+// divide it), read in a fixed random order: what a paged KV cache's scattered blocks cost the
+// memory system (its prefetchers restart at every chunk), beside run_read's one stream.
+double run_read_scattered(int threads, std::int64_t chunk_bytes);
+
 struct MachinePeak {
   double flops_per_second;
   double bytes_per_second;

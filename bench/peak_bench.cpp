@@ -1,8 +1,12 @@
 // The peak family: peak/fma/threads:<n> and peak/read/threads:<n>, the roofs every other figure
-// of this binary is read against.
+// of this binary is read against, and peak/read-scattered/<KiB>KiB/threads:<n>, the read
+// bandwidth left when memory comes in scattered blocks (the paged decode benchmarks' context).
 #include "peak_bench.hpp"
 
 #include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <string>
 
 #include "peak.hpp"
 #include "registration.hpp"
@@ -27,6 +31,15 @@ void read_peak(benchmark::State& state, int threads) {
   state.SetLabel(peak_isa());
 }
 
+// The same bandwidth over scattered chunks (run_read_scattered).
+void scattered_read_peak(benchmark::State& state, int threads, std::int64_t chunk_bytes) {
+  run_read_scattered(threads, chunk_bytes);  // first touch and the chunk order, untimed
+  double bytes = 0.0;
+  for (auto _ : state) bytes += run_read_scattered(threads, chunk_bytes);
+  state.counters["bytes"] = benchmark::Counter(bytes, benchmark::Counter::kIsRate);
+  state.SetLabel(peak_isa());
+}
+
 }  // namespace
 
 void register_peak_benchmarks() {
@@ -36,6 +49,13 @@ void register_peak_benchmarks() {
   for (int threads : thread_counts())
     configure(benchmark::RegisterBenchmark(with_threads("peak/read", threads).c_str(),
                                            read_peak, threads));
+  // The block sizes of decode/D1-paged16: 16 tokens × 8 groups × 128 dims of K (or V) in fp32
+  // (64 KiB) and in bf16 / fp16 (32 KiB).
+  for (std::int64_t kib : {32, 64})
+    for (int threads : thread_counts())
+      configure(benchmark::RegisterBenchmark(
+          with_threads("peak/read-scattered/" + std::to_string(kib) + "KiB", threads).c_str(),
+          scattered_read_peak, threads, kib << 10));
 }
 
 }  // namespace bench
