@@ -35,7 +35,7 @@ constexpr int kMaxTileRows = 64;
 // queries and `length` keys. Padding rows of a tile, up to the `padded` rows asked for, repeat
 // the last real row.
 struct BlockRows {
-  std::int64_t b = 0, g = 0, r0 = 0, q_len = 0, length = 0;
+  std::int64_t b = 0;  // for the sinks and custom modifiers
   int rows = 0;
   KeyRange range[kMaxTileRows];  // each row's visible keys (absolute)
   std::int64_t query[kMaxTileRows], head[kMaxTileRows];
@@ -88,7 +88,7 @@ class ScorePass {
   void block_rows(BlockRows& block, std::int64_t b, std::int64_t g, std::int64_t r0, int rows,
                   int padded, std::int64_t q_len, std::int64_t length) const {
     assert(rows >= 1 && rows <= padded && padded <= kMaxTileRows);
-    block.b = b, block.g = g, block.r0 = r0, block.q_len = q_len, block.length = length;
+    block.b = b;
     block.rows = rows;
     const std::int64_t shift = offset(q_len, length);
     std::int64_t query = r0 / group_size_, in_group = r0 % group_size_;  // no division per row
