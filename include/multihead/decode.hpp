@@ -22,7 +22,8 @@
 //    buffer. Every product runs in fp32.
 //  - Tiles of up to BC tokens (fewer when kv_groups is large, to stay in L2), gathered in a
 //    paged cache from the runs of consecutive blocks: one softmax step per tile whatever the
-//    block size. The next tile's rows are prefetched while the current one is computed.
+//    block size. The next tile's rows are prefetched while the current one is computed, a few
+//    lines per inner step (PrefetchCursor, microkernel.hpp).
 // Per-thread buffers and the split states are kept between calls (thread_local), so a decode
 // step allocates nothing once the shapes have been seen.
 //
@@ -142,17 +143,11 @@ struct BlockSite {
 
 // What a tile path may prefetch while it computes one KV group of one tile: the transposed
 // tiles, like the fused kernel, this group's V of this tile and K of the next; the row-major
-// tiles the next tile's token rows (every group, K and V of each run) in address order, a
-// share per step of each group's work: step(i, n) is step i of n of group `group` of `groups`.
+// tiles the next tile's token rows (every group, K and V of each run) in address order, a few
+// lines per step of their inner loops from a cursor that all groups of the tile share.
 struct TileFetches {
   TilePrefetch this_v, next_k;
-  const TilePrefetch* next_rows = nullptr;
-  int next_count = 0;
-  std::int64_t group = 0, groups = 1;
-
-  void step(std::int64_t i, std::int64_t n) const {
-    for (int r = 0; r < next_count; ++r) next_rows[r].part(group * n + i, groups * n);
-  }
+  PrefetchCursor* next_rows = nullptr;
 };
 
 // ---- Few rows, or wide heads: row-major tiles ----------------------------------------------
@@ -217,23 +212,34 @@ class RowTiles {
     }
   }
 
+  // Calls of the prefetch cursor's issue() per KV group for a tile of `keys` keys: one per
+  // step of the head dim in each Q·Kᵀ micro-tile, one per key in each P·V micro-tile.
+  std::int64_t prefetch_steps(int keys) const {
+    std::int64_t steps = 0;
+    for (int r = 0; r < rows_; r += kRowBlock) {
+      const int rc = std::min(kRowBlock, rows_ - r), mk = keys_per_micro(rc);
+      steps += (keys + mk - 1) / mk * (dp_ / W);
+      steps += (dvp_ / W + columns_per_micro(rc) - 1) / columns_per_micro(rc) * keys;
+    }
+    return steps;
+  }
+
   // s = q·kᵀ for keys [j0, j0 + keys), stored from position `offset` of the tile (a tile may
-  // gather several runs), masked where a row may not see a key. Meanwhile it asks for its share
-  // of the next tile's rows, a part per micro-tile (or per chunk of keys), so the requests keep
-  // pace with the products. Several row blocks take the keys in chunks, each chunk through
-  // every block, so a key row is read from memory once and by the other blocks from L1.
+  // gather several runs), masked where a row may not see a key; the next tile's rows are
+  // requested meanwhile, a few lines per step. Several row blocks take the keys in chunks,
+  // each chunk through every block, so a key row is read from memory once and by the other
+  // blocks from L1.
   template <class E>
   void scores(const E* k, std::int64_t k_stride, int keys, std::int64_t j0, int offset,
               const TileFetches& fetches) {
+    PrefetchCursor& ahead = cursor(fetches);
     if (rows_ <= kRowBlock) {
-      qk_block(0, k, k_stride, keys, offset, fetches);
+      qk_block(0, k, k_stride, keys, offset, ahead);
     } else {
-      const int chunks = (keys + kKeyChunk - 1) / kKeyChunk;
-      for (int chunk = 0; chunk < chunks; ++chunk) {
-        fetches.step(chunk, chunks);
-        const int first = chunk * kKeyChunk, count = std::min(kKeyChunk, keys - first);
+      for (int first = 0; first < keys; first += kKeyChunk) {
+        const int count = std::min(kKeyChunk, keys - first);
         for (int r = 0; r < rows_; r += kRowBlock)
-          qk_block(r, k + first * k_stride, k_stride, count, offset + first, TileFetches{});
+          qk_block(r, k + first * k_stride, k_stride, count, offset + first, ahead);
       }
     }
     // Modifiers, or some row's range starts or ends inside this run.
@@ -265,10 +271,12 @@ class RowTiles {
   }
 
   // o = alpha·o + p·v over the keys at tile positions [offset, offset + keys); alpha is applied
-  // with the first run of a tile (offset 0). Prefetching was done by scores.
+  // with the first run of a tile (offset 0). The next tile's rows are requested meanwhile.
   template <class E>
-  void accumulate(const E* v, std::int64_t v_stride, int keys, int offset, const TileFetches&) {
-    for (int r = 0; r < rows_; r += kRowBlock) pv_block(r, v, v_stride, keys, offset);
+  void accumulate(const E* v, std::int64_t v_stride, int keys, int offset,
+                  const TileFetches& fetches) {
+    PrefetchCursor& ahead = cursor(fetches);
+    for (int r = 0; r < rows_; r += kRowBlock) pv_block(r, v, v_stride, keys, offset, ahead);
   }
 
   // The state after the last tile, row by row.
@@ -281,18 +289,23 @@ class RowTiles {
   // Scores of RC rows from row r0 against MK keys: RC·MK accumulators along the head dim, each
   // reduced to one score at the end (four at a time, which shares the shuffles).
   template <int RC, int MK, class E>
-  void qk_micro(int r0, const E* __restrict k, std::int64_t k_stride,
-                float* __restrict s) const {
+  void qk_micro(int r0, const E* __restrict k, std::int64_t k_stride, float* __restrict s,
+                PrefetchCursor& ahead) const {
     V acc[RC][MK];
     for (int r = 0; r < RC; ++r)
       for (int j = 0; j < MK; ++j) acc[r][j] = Ops::zero();
     const float* q = q_ + r0 * dp_;
     const std::int64_t length = D ? D : dp_;  // a constant for the fixed dims: fully unrolled
     for (std::int64_t p = 0; p < length; p += W) {
+      ahead.issue();
       V key[MK];
-      for (int j = 0; j < MK; ++j) key[j] = Ops::loadu(k + j * k_stride + p);
+      for (int j = 0; j < MK; ++j) {
+        key[j] = Ops::loadu(k + j * k_stride + p);
+        Ops::in_register(key[j]);
+      }
       for (int r = 0; r < RC; ++r) {
-        const V x = Ops::load(q + r * dp_ + p);
+        V x = Ops::load(q + r * dp_ + p);
+        Ops::in_register(x);
         for (int j = 0; j < MK; ++j) acc[r][j] = Ops::fma(x, key[j], acc[r][j]);
       }
     }
@@ -309,35 +322,41 @@ class RowTiles {
     const int mk = std::min(8, std::max(1, kAccumulators / rc));
     return mk >= 4 ? mk / 4 * 4 : mk;
   }
+  // Vectors of output columns per P·V micro-tile: the accumulator budget over the rows.
+  static constexpr int columns_per_micro(int rc) {
+    return std::min(8, std::max(1, kAccumulators / rc));
+  }
+
+  // Without a cursor (a path that gets none): one with nothing to fetch.
+  static PrefetchCursor& cursor(const TileFetches& fetches) {
+    thread_local PrefetchCursor nothing;
+    return fetches.next_rows != nullptr ? *fetches.next_rows : nothing;
+  }
 
   template <int RC, class E>
   void qk_rows(int r0, const E* k, std::int64_t k_stride, int keys, int offset,
-               const TileFetches& ahead) const {
+               PrefetchCursor& ahead) const {
     constexpr int MK = keys_per_micro(RC);
     float* s = s_ + r0 * (BC + W) + offset;
-    const int parts = (keys + MK - 1) / MK;
-    const auto fetch = [&](int part) { ahead.step(part, parts); };
     int j = 0;
-    for (; j + MK <= keys; j += MK) {
-      fetch(j / MK);
-      qk_micro<RC, MK>(r0, k + j * k_stride, k_stride, s + j);
-    }
-    if (j < keys) fetch(j / MK);
-    for (; j < keys; ++j) qk_micro<RC, 1>(r0, k + j * k_stride, k_stride, s + j);
+    for (; j + MK <= keys; j += MK)
+      qk_micro<RC, MK>(r0, k + j * k_stride, k_stride, s + j, ahead);
+    for (; j < keys; ++j) qk_micro<RC, 1>(r0, k + j * k_stride, k_stride, s + j, ahead);
   }
 
   template <class E, int RC = kRowBlock>
-  void pv_block(int r0, const E* v, std::int64_t v_stride, int keys, int offset) const {
+  void pv_block(int r0, const E* v, std::int64_t v_stride, int keys, int offset,
+                PrefetchCursor& ahead) const {
     if constexpr (RC > 1) {
-      if (rows_ - r0 < RC) return pv_block<E, RC - 1>(r0, v, v_stride, keys, offset);
+      if (rows_ - r0 < RC) return pv_block<E, RC - 1>(r0, v, v_stride, keys, offset, ahead);
     }
-    pv_rows<RC>(r0, v, v_stride, keys, offset);
+    pv_rows<RC>(r0, v, v_stride, keys, offset, ahead);
   }
 
   // Rows [r0, r0 + min(kRowBlock, rows − r0)) against `keys` keys, by micro-tiles of that height.
   template <class E, int RC = kRowBlock>
   void qk_block(int r0, const E* k, std::int64_t k_stride, int keys, int offset,
-                const TileFetches& ahead) const {
+                PrefetchCursor& ahead) const {
     if constexpr (RC > 1) {
       if (rows_ - r0 < RC) return qk_block<E, RC - 1>(r0, k, k_stride, keys, offset, ahead);
     }
@@ -348,7 +367,7 @@ class RowTiles {
   // every key adds p·v.
   template <int RC, int CC, class E>
   void pv_micro(int r0, std::int64_t c0, const E* __restrict v, std::int64_t v_stride, int keys,
-                int offset) const {
+                int offset, PrefetchCursor& ahead) const {
     V acc[RC][CC];
     float* o = o_ + r0 * dvp_ + c0;
     const float* p = s_ + r0 * (BC + W) + offset;
@@ -358,6 +377,7 @@ class RowTiles {
     }
     const E* row = v + c0;
     for (int j = 0; j < keys; ++j, row += v_stride) {
+      ahead.issue();
       V x[CC];
       for (int c = 0; c < CC; ++c) {
         x[c] = Ops::loadu(row + c * W);
@@ -374,23 +394,25 @@ class RowTiles {
 
   template <int RC, int CC, class E>
   void pv_remainder(int r0, std::int64_t c0, int vectors, const E* v, std::int64_t v_stride,
-                    int keys, int offset) const {
+                    int keys, int offset, PrefetchCursor& ahead) const {
     if constexpr (CC > 0) {
       if (vectors == CC)
-        pv_micro<RC, CC>(r0, c0, v, v_stride, keys, offset);
+        pv_micro<RC, CC>(r0, c0, v, v_stride, keys, offset, ahead);
       else
-        pv_remainder<RC, CC - 1>(r0, c0, vectors, v, v_stride, keys, offset);
+        pv_remainder<RC, CC - 1>(r0, c0, vectors, v, v_stride, keys, offset, ahead);
     }
   }
 
   template <int RC, class E>
-  void pv_rows(int r0, const E* v, std::int64_t v_stride, int keys, int offset) const {
-    constexpr int CC = std::min(8, std::max(1, kAccumulators / RC));
+  void pv_rows(int r0, const E* v, std::int64_t v_stride, int keys, int offset,
+               PrefetchCursor& ahead) const {
+    constexpr int CC = columns_per_micro(RC);
     const std::int64_t vectors = dvp_ / W;
     std::int64_t c = 0;
-    for (; c + CC <= vectors; c += CC) pv_micro<RC, CC>(r0, c * W, v, v_stride, keys, offset);
+    for (; c + CC <= vectors; c += CC)
+      pv_micro<RC, CC>(r0, c * W, v, v_stride, keys, offset, ahead);
     if (c < vectors)
-      pv_remainder<RC, CC - 1>(r0, c * W, int(vectors - c), v, v_stride, keys, offset);
+      pv_remainder<RC, CC - 1>(r0, c * W, int(vectors - c), v, v_stride, keys, offset, ahead);
   }
 
   int rows_;
@@ -448,6 +470,10 @@ class ColumnTiles {
       l_[v] = Ops::load(max_sum_ + BR + v * W);
     }
   }
+
+  // The transposed tiles prefetch as the fused kernel does (TileFetches::this_v, next_k), not
+  // from the cursor.
+  std::int64_t prefetch_steps(int) const { return 0; }
 
   template <class E>
   void scores(const E* k, std::int64_t k_stride, int keys, std::int64_t j0, int offset,
@@ -539,14 +565,20 @@ void attend_keys(Path* paths, std::int64_t groups, const Source& source, std::in
   for (std::int64_t j = begin; j < end;) {
     const Tile next = j + current.keys < end ? tile_at(j + current.keys) : Tile{};
     // The next tile's token rows, all groups (the bytes from group 0's row to the end of the
-    // last group's), K and V of each run.
+    // last group's), K and V of each run; V only where it is not K's rows' first elements (as
+    // in a latent cache).
+    int regions = 0;
     for (int i = 0; i < next.count; ++i) {
       const KvRun<S>& run = next.runs[i];
-      next_rows[2 * i] =
-          TilePrefetch(run.k, run.k_stride, run.keys, (groups - 1) * run.k_group + d);
-      next_rows[2 * i + 1] =
-          TilePrefetch(run.v, run.v_stride, run.keys, (groups - 1) * run.v_group + dv);
+      const std::int64_t k_length = (groups - 1) * run.k_group + d;
+      const std::int64_t v_length = (groups - 1) * run.v_group + dv;
+      next_rows[regions++] = TilePrefetch(run.k, run.k_stride, run.keys, k_length);
+      const bool v_in_k = static_cast<const void*>(run.v) == static_cast<const void*>(run.k) &&
+                          run.v_stride == run.k_stride && v_length <= k_length;
+      if (!v_in_k) next_rows[regions++] = TilePrefetch(run.v, run.v_stride, run.keys, v_length);
     }
+    PrefetchCursor cursor(next_rows, regions);
+    cursor.pace(groups * paths[0].prefetch_steps(current.keys));
     const KvRun<S>& first = current.runs[0];
     const KvRun<S> ahead = next.count > 0 ? next.runs[0] : KvRun<S>{};
     for (std::int64_t g = 0; g < groups; ++g) {
@@ -555,20 +587,21 @@ void attend_keys(Path* paths, std::int64_t groups, const Source& source, std::in
           TilePrefetch(first.v + g * first.v_group, first.v_stride, first.keys, dv),
           TilePrefetch(ahead.k ? ahead.k + g * ahead.k_group : nullptr, ahead.k_stride,
                        ahead.keys, d),
-          next_rows, 2 * next.count, g, groups};
+          &cursor};
+      const TileFetches later_runs{TilePrefetch(), TilePrefetch(), &cursor};
       bool done = false;
       if constexpr (Path::template kReads<S>) {
         if (path.reads_in_place()) {
           for (int i = 0, offset = 0; i < current.count; offset += current.runs[i++].keys) {
             const KvRun<S>& run = current.runs[i];
             path.scores(run.k + g * run.k_group, run.k_stride, run.keys, j + offset, offset,
-                        i == 0 ? fetches : TileFetches{});
+                        i == 0 ? fetches : later_runs);
           }
           path.softmax(current.keys);
           for (int i = 0, offset = 0; i < current.count; offset += current.runs[i++].keys) {
             const KvRun<S>& run = current.runs[i];
             path.accumulate(run.v + g * run.v_group, run.v_stride, run.keys, offset,
-                            i == 0 ? fetches : TileFetches{});
+                            i == 0 ? fetches : later_runs);
           }
           done = true;
         }

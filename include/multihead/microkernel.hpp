@@ -52,6 +52,47 @@ struct TilePrefetch {
   }
 };
 
+// Walks the cache lines of a list of TilePrefetch regions in address order, a fixed number per
+// issue(): the row-major decode tiles call it from their innermost loops (each step of the head
+// dim in Q·Kᵀ, each key in P·V), so that the requests for the next tile come at an even pace
+// over the current tile's work. Requests in bursts (a share of the tile per micro-tile) fill
+// the miss queues, stall the loads queued behind them and leave memory idle in between:
+// measured at 2 threads, D1 bf16 1.08 → 0.76 ms, D1 fp32 1.68 → 1.48 ms, MLA's absorbed
+// decode over 32768 tokens 6.1 → 4.6 ms.
+class PrefetchCursor {
+ public:
+  PrefetchCursor() = default;  // nothing to fetch
+  // Regions with at least one row of at least one byte.
+  PrefetchCursor(const TilePrefetch* regions, int count)
+      : region_(count > 0 ? regions : nullptr), end_(regions + count) {}
+
+  // Spreads all lines over `calls` calls of issue() (none if calls is 0).
+  void pace(std::int64_t calls) {
+    std::int64_t lines = 0;
+    for (const TilePrefetch* r = region_; r != nullptr && r != end_; ++r)
+      lines += r->rows * ((r->bytes + 63) / 64);
+    per_call_ = calls > 0 ? (lines + calls - 1) / calls : 0;
+  }
+
+  // Called from inner loops, and always inlined there: a call would make the compiler keep the
+  // loops' accumulators in memory (every vector register is caller-saved).
+  [[gnu::always_inline]] void issue() {
+    for (std::int64_t n = per_call_; n > 0 && region_ != nullptr; --n) {
+      __builtin_prefetch(region_->base + row_ * region_->stride + column_, 0, 2);
+      if ((column_ += 64) < region_->bytes) continue;
+      column_ = 0;
+      if (++row_ < region_->rows) continue;
+      row_ = 0;
+      if (++region_ == end_) region_ = nullptr;
+    }
+  }
+
+ private:
+  const TilePrefetch* region_ = nullptr;  // null when every line has been requested
+  const TilePrefetch* end_ = nullptr;
+  std::int64_t row_ = 0, column_ = 0, per_call_ = 0;  // column_: bytes into the row
+};
+
 // Packs rows [r0, r0 + rows) of KV group g's row space (row = query position · group_size +
 // head in the group) of q's batch entry b, transposed, into qt[p · block_rows + r]: the query
 // block the tiles below read. Rows from `rows` to block_rows are zero.
