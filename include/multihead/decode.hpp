@@ -23,7 +23,7 @@
 //  - Tiles of up to BC tokens (fewer when kv_groups is large, to stay in L2), gathered in a
 //    paged cache from the runs of consecutive blocks: one softmax step per tile whatever the
 //    block size. The next tile's rows are prefetched while the current one is computed, a few
-//    lines per inner step (PrefetchCursor, microkernel.hpp).
+//    lines per inner step or micro-tile (PrefetchCursor, microkernel.hpp).
 // Per-thread buffers and the split states are kept between calls (thread_local), so a decode
 // step allocates nothing once the shapes have been seen.
 //
@@ -141,15 +141,6 @@ struct BlockSite {
   bool first_split = true;
 };
 
-// What a tile path may prefetch while it computes one KV group of one tile: the transposed
-// tiles, like the fused kernel, this group's V of this tile and K of the next; the row-major
-// tiles the next tile's token rows (every group, K and V of each run) in address order, a few
-// lines per step of their inner loops from a cursor that all groups of the tile share.
-struct TileFetches {
-  TilePrefetch this_v, next_k;
-  PrefetchCursor* next_rows = nullptr;
-};
-
 // ---- Few rows, or wide heads: row-major tiles ----------------------------------------------
 
 // Q rows (pre-scaled) q[r][dp], scores s[r][BC], output o[r][dvp]; dp, dvp: the dims rounded up
@@ -231,8 +222,7 @@ class RowTiles {
   // blocks from L1.
   template <class E>
   void scores(const E* k, std::int64_t k_stride, int keys, std::int64_t j0, int offset,
-              const TileFetches& fetches) {
-    PrefetchCursor& ahead = cursor(fetches);
+              PrefetchCursor& ahead) {
     if (rows_ <= kRowBlock) {
       qk_block(0, k, k_stride, keys, offset, ahead);
     } else {
@@ -274,8 +264,7 @@ class RowTiles {
   // with the first run of a tile (offset 0). The next tile's rows are requested meanwhile.
   template <class E>
   void accumulate(const E* v, std::int64_t v_stride, int keys, int offset,
-                  const TileFetches& fetches) {
-    PrefetchCursor& ahead = cursor(fetches);
+                  PrefetchCursor& ahead) {
     for (int r = 0; r < rows_; r += kRowBlock) pv_block(r, v, v_stride, keys, offset, ahead);
   }
 
@@ -325,12 +314,6 @@ class RowTiles {
   // Vectors of output columns per P·V micro-tile: the accumulator budget over the rows.
   static constexpr int columns_per_micro(int rc) {
     return std::min(8, std::max(1, kAccumulators / rc));
-  }
-
-  // Without a cursor (a path that gets none): one with nothing to fetch.
-  static PrefetchCursor& cursor(const TileFetches& fetches) {
-    thread_local PrefetchCursor nothing;
-    return fetches.next_rows != nullptr ? *fetches.next_rows : nothing;
   }
 
   template <int RC, class E>
@@ -471,32 +454,32 @@ class ColumnTiles {
     }
   }
 
-  // The transposed tiles prefetch as the fused kernel does (TileFetches::this_v, next_k), not
-  // from the cursor.
-  std::int64_t prefetch_steps(int) const { return 0; }
+  // Calls of the prefetch cursor per KV group for a tile of `keys` keys: one before each
+  // micro-tile of Q·Kᵀ and of P·V.
+  std::int64_t prefetch_steps(int keys) const {
+    return (keys + Ops::MRJ - 1) / Ops::MRJ + (dv_ + Ops::MRC - 1) / Ops::MRC;
+  }
 
   template <class E>
   void scores(const E* k, std::int64_t k_stride, int keys, std::int64_t j0, int offset,
-              const TileFetches& fetches) {
+              PrefetchCursor& ahead) {
     static_assert(std::is_same_v<E, float>, "transposed tiles read float rows");
-    // As in the fused kernel: this tile's V during Q·Kᵀ, the next tile's K during P·V.
-    const TilePrefetch& next = fetches.this_v;
     if (offset == 0)
       for (int v = 0; v < NV; ++v) tile_max_[v] = Ops::set1(simd::negative_infinity);
     T::scored_tile(*pr_->pass, block_, j0, qt_, k, k_stride, d_, pr_->scale, keys, limit_,
-                   st_ + offset * BR, tile_max_, next);
+                   st_ + offset * BR, tile_max_, ahead);
   }
 
   void softmax(int keys) { T::softmax_tile(st_, keys, tile_max_, m_, l_, alpha_); }
 
   template <class E>
   void accumulate(const E* v, std::int64_t v_stride, int keys, int offset,
-                  const TileFetches& fetches) {
+                  PrefetchCursor& ahead) {
     static_assert(std::is_same_v<E, float>, "transposed tiles read float rows");
     // Later runs of a tile add to outputs already rescaled by the first: factor 1.
     if (offset > 0)
       for (int x = 0; x < NV; ++x) alpha_[x] = Ops::set1(1.0f);
-    T::pv_tile(ot_, st_ + offset * BR, keys, v, v_stride, dv_, alpha_, fetches.next_k);
+    T::pv_tile(ot_, st_ + offset * BR, keys, v, v_stride, dv_, alpha_, ahead);
   }
 
   // The state after the last tile, row by row: finish() spills the running max and sum.
@@ -579,29 +562,20 @@ void attend_keys(Path* paths, std::int64_t groups, const Source& source, std::in
     }
     PrefetchCursor cursor(next_rows, regions);
     cursor.pace(groups * paths[0].prefetch_steps(current.keys));
-    const KvRun<S>& first = current.runs[0];
-    const KvRun<S> ahead = next.count > 0 ? next.runs[0] : KvRun<S>{};
     for (std::int64_t g = 0; g < groups; ++g) {
       Path& path = paths[g];
-      const TileFetches fetches{
-          TilePrefetch(first.v + g * first.v_group, first.v_stride, first.keys, dv),
-          TilePrefetch(ahead.k ? ahead.k + g * ahead.k_group : nullptr, ahead.k_stride,
-                       ahead.keys, d),
-          &cursor};
-      const TileFetches later_runs{TilePrefetch(), TilePrefetch(), &cursor};
       bool done = false;
       if constexpr (Path::template kReads<S>) {
         if (path.reads_in_place()) {
           for (int i = 0, offset = 0; i < current.count; offset += current.runs[i++].keys) {
             const KvRun<S>& run = current.runs[i];
             path.scores(run.k + g * run.k_group, run.k_stride, run.keys, j + offset, offset,
-                        i == 0 ? fetches : later_runs);
+                        cursor);
           }
           path.softmax(current.keys);
           for (int i = 0, offset = 0; i < current.count; offset += current.runs[i++].keys) {
             const KvRun<S>& run = current.runs[i];
-            path.accumulate(run.v + g * run.v_group, run.v_stride, run.keys, offset,
-                            i == 0 ? fetches : later_runs);
+            path.accumulate(run.v + g * run.v_group, run.v_stride, run.keys, offset, cursor);
           }
           done = true;
         }
@@ -612,13 +586,13 @@ void attend_keys(Path* paths, std::int64_t groups, const Source& source, std::in
           const KvRun<S>& run = current.runs[i];
           widen_rows(run.k + g * run.k_group, run.k_stride, run.keys, d, kp, tile + offset * kp);
         }
-        path.scores(static_cast<const float*>(tile), kp, current.keys, j, 0, fetches);
+        path.scores(static_cast<const float*>(tile), kp, current.keys, j, 0, cursor);
         path.softmax(current.keys);
         for (int i = 0, offset = 0; i < current.count; offset += current.runs[i++].keys) {
           const KvRun<S>& run = current.runs[i];
           widen_rows(run.v + g * run.v_group, run.v_stride, run.keys, dv, vp, tile + offset * vp);
         }
-        path.accumulate(static_cast<const float*>(tile), vp, current.keys, 0, fetches);
+        path.accumulate(static_cast<const float*>(tile), vp, current.keys, 0, cursor);
       }
     }
     j += current.keys;

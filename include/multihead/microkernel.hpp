@@ -53,12 +53,14 @@ struct TilePrefetch {
 };
 
 // Walks the cache lines of a list of TilePrefetch regions in address order, a fixed number per
-// issue(): the row-major decode tiles call it from their innermost loops (each step of the head
-// dim in Q·Kᵀ, each key in P·V), so that the requests for the next tile come at an even pace
-// over the current tile's work. Requests in bursts (a share of the tile per micro-tile) fill
-// the miss queues, stall the loads queued behind them and leave memory idle in between:
-// measured at 2 threads, D1 bf16 1.08 → 0.76 ms, D1 fp32 1.68 → 1.48 ms, MLA's absorbed
-// decode over 32768 tokens 6.1 → 4.6 ms.
+// issue(), so that the decode kernel requests the next tile's rows at an even pace over the
+// whole of the current tile's work: the row-major tiles call it from their innermost loops
+// (each step of the head dim in Q·Kᵀ, each key in P·V), the transposed tiles before each
+// micro-tile. Requests in bursts (a share of the tile per micro-tile) fill the miss queues,
+// stall the loads queued behind them and leave memory idle in between; requests for rows needed
+// half a tile later (this tile's V during its Q·Kᵀ) arrive late. Measured at 2 threads: D1 bf16
+// 1.08 → 0.76 ms, D1 fp32 1.68 → 1.48 ms, MLA's absorbed decode over 32768 tokens 6.1 → 4.6 ms,
+// D2 fp32 2.37 → 1.84 ms.
 class PrefetchCursor {
  public:
   PrefetchCursor() = default;  // nothing to fetch
@@ -86,6 +88,8 @@ class PrefetchCursor {
       if (++region_ == end_) region_ = nullptr;
     }
   }
+  // The share of step i of `parts` (a TilePrefetch's interface): the next lines at the pace set.
+  [[gnu::always_inline]] void part(std::int64_t, std::int64_t) { issue(); }
 
  private:
   const TilePrefetch* region_ = nullptr;  // null when every line has been requested
@@ -164,11 +168,12 @@ struct Tiles {
     }
   }
 
-  // Scores of one tile of `keys` keys; prefetches `next` (this tile's V) meanwhile.
-  template <bool MASK>
+  // Scores of one tile of `keys` keys; `next` (a TilePrefetch or a PrefetchCursor) requests its
+  // share of the rows to come before each micro-tile.
+  template <bool MASK, class Fetch>
   static void qk_tile(const float* qt, const float* k0, std::int64_t k_stride, std::int64_t d,
                       float scale, int keys, const float* limit, float* st, V* tile_max,
-                      const TilePrefetch& next) {
+                      Fetch& next) {
     const int parts = (keys + Ops::MRJ - 1) / Ops::MRJ;
     int j = 0;
     for (; j + Ops::MRJ <= keys; j += Ops::MRJ) {
@@ -187,10 +192,11 @@ struct Tiles {
   // needs: plain products when every row sees every key; the causal epilogue's mask when a row's
   // range ends inside the tile; the pass's modifiers (and ranges) when a modifier looks at every
   // score or a range starts inside the tile. The row maxima are folded into tile_max.
+  template <class Fetch>
   static void scored_tile(const ScorePass& pass, const BlockRows& block, std::int64_t j0,
                           const float* qt, const float* k0, std::int64_t k_stride,
                           std::int64_t d, float scale, int keys, float* limit, float* st,
-                          V* tile_max, const TilePrefetch& next) {
+                          V* tile_max, Fetch& next) {
     static_assert(BR <= kMaxTileRows, "a block's rows must fit a BlockRows");
     if (pass.per_score() || block.masked_start(j0)) {
       V unmodified_max[NV];  // of no use: the modifiers change the scores
@@ -262,10 +268,10 @@ struct Tiles {
     }
   }
 
-  // Output update of one tile; prefetches `next` (the next tile's K) meanwhile.
+  // Output update of one tile; `next` requests its share before each micro-tile, as in qk_tile.
+  template <class Fetch>
   static void pv_tile(float* ot, const float* pt, int keys, const float* v0,
-                      std::int64_t v_stride, std::int64_t dv, const V* alpha,
-                      const TilePrefetch& next) {
+                      std::int64_t v_stride, std::int64_t dv, const V* alpha, Fetch& next) {
     const std::int64_t columns = DV ? DV : dv;
     const std::int64_t parts = (columns + Ops::MRC - 1) / Ops::MRC;
     std::int64_t c = 0;
