@@ -152,9 +152,11 @@ class RowTiles {
   // Accumulators per micro-tile: 16 of the 32 AVX-512 registers, 8 of AVX2's 16.
   static constexpr int kAccumulators = 2 * Ops::MRJ;
   // Rows per micro-tile: half the accumulators, so that two keys share each Q load in Q·Kᵀ and
-  // two value vectors each broadcast probability in P·V. (Blocks of 8 rows rather than 4 measured
-  // 10% faster on 6–16 rows, equal on 4.)
-  static constexpr int kRowBlock = std::min(8, kAccumulators / 2);
+  // two value vectors each broadcast probability in P·V (blocks of 8 rows rather than 4 measured
+  // 10% faster on 6–16 rows of head dim 128, equal on 4). Wide heads take 4 rows by 4 keys (or
+  // value vectors): MLA's 16 rows of 576 / 512 ran 12% faster in cache (fewer loads per FMA in
+  // Q·Kᵀ, and a quarter of Q per block in L1).
+  static constexpr int kRowBlock = std::min(D >= 256 ? 4 : 8, kAccumulators / 2);
   // Keys per step of scores(): every row block takes these keys before the next ones are
   // read, so a key row is read from memory once and from L1 by the other blocks.
   static constexpr int kKeyChunk = 8;
@@ -283,8 +285,10 @@ class RowTiles {
     V acc[RC][MK];
     for (int r = 0; r < RC; ++r)
       for (int j = 0; j < MK; ++j) acc[r][j] = Ops::zero();
-    const float* q = q_ + r0 * dp_;
-    const std::int64_t length = D ? D : dp_;  // a constant for the fixed dims: fully unrolled
+    // The Q rows' pitch, a constant for the fixed dims: the rows are then one base register
+    // and fixed offsets, which leaves registers for the cursor (MLA: 8 rows).
+    const std::int64_t length = D ? D : dp_;
+    const float* q = q_ + r0 * length;
     for (std::int64_t p = 0; p < length; p += W) {
       ahead.issue();
       V key[MK];
@@ -293,7 +297,7 @@ class RowTiles {
         Ops::in_register(key[j]);
       }
       for (int r = 0; r < RC; ++r) {
-        V x = Ops::load(q + r * dp_ + p);
+        V x = Ops::load(q + r * length + p);
         Ops::in_register(x);
         for (int j = 0; j < MK; ++j) acc[r][j] = Ops::fma(x, key[j], acc[r][j]);
       }

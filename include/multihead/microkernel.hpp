@@ -66,35 +66,52 @@ class PrefetchCursor {
   PrefetchCursor() = default;  // nothing to fetch
   // Regions with at least one row of at least one byte.
   PrefetchCursor(const TilePrefetch* regions, int count)
-      : region_(count > 0 ? regions : nullptr), end_(regions + count) {}
+      : region_(regions), end_(regions + count) {
+    if (count > 0) start_region();
+  }
 
   // Spreads all lines over `calls` calls of issue() (none if calls is 0).
   void pace(std::int64_t calls) {
     std::int64_t lines = 0;
-    for (const TilePrefetch* r = region_; r != nullptr && r != end_; ++r)
-      lines += r->rows * ((r->bytes + 63) / 64);
+    for (const TilePrefetch* r = region_; r != end_; ++r) lines += r->rows * ((r->bytes + 63) / 64);
     per_call_ = calls > 0 ? (lines + calls - 1) / calls : 0;
   }
 
   // Called from inner loops, and always inlined there: a call would make the compiler keep the
-  // loops' accumulators in memory (every vector register is caller-saved).
+  // loops' accumulators in memory (every vector register is caller-saved). A line costs a
+  // prefetch, an add and a compare, and a new row a few more.
   [[gnu::always_inline]] void issue() {
-    for (std::int64_t n = per_call_; n > 0 && region_ != nullptr; --n) {
-      __builtin_prefetch(region_->base + row_ * region_->stride + column_, 0, 2);
-      if ((column_ += 64) < region_->bytes) continue;
-      column_ = 0;
-      if (++row_ < region_->rows) continue;
-      row_ = 0;
-      if (++region_ == end_) region_ = nullptr;
+    for (std::int64_t n = per_call_; n > 0 && line_ != 0; --n) {
+      __builtin_prefetch(reinterpret_cast<const char*>(line_), 0, 2);
+      if ((line_ += 64) >= row_end_) next_row();
     }
   }
   // The share of step i of `parts` (a TilePrefetch's interface): the next lines at the pace set.
   [[gnu::always_inline]] void part(std::int64_t, std::int64_t) { issue(); }
 
  private:
-  const TilePrefetch* region_ = nullptr;  // null when every line has been requested
+  [[gnu::always_inline]] void next_row() {
+    if (--rows_left_ > 0) {
+      row_ += std::uintptr_t(region_->stride);
+      line_ = row_;
+      row_end_ = row_ + std::uintptr_t(region_->bytes);
+    } else if (++region_ != end_) {
+      start_region();
+    } else {
+      line_ = 0;
+    }
+  }
+  void start_region() {
+    row_ = line_ = reinterpret_cast<std::uintptr_t>(region_->base);
+    row_end_ = row_ + std::uintptr_t(region_->bytes);
+    rows_left_ = region_->rows;
+  }
+
+  const TilePrefetch* region_ = nullptr;
   const TilePrefetch* end_ = nullptr;
-  std::int64_t row_ = 0, column_ = 0, per_call_ = 0;  // column_: bytes into the row
+  // Addresses as integers: the last step of a row may pass its end, where no pointer may point.
+  std::uintptr_t line_ = 0, row_ = 0, row_end_ = 0;  // line_: the next line, 0 when done
+  std::int64_t rows_left_ = 0, per_call_ = 0;        // rows_left_: of the region, this one too
 };
 
 // Packs rows [r0, r0 + rows) of KV group g's row space (row = query position · group_size +
