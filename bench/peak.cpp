@@ -1,12 +1,11 @@
 // Peak FMA throughput and read bandwidth: the kernels, their run-time dispatch and the cache.
 #include "peak.hpp"
 
+#include <multihead/aligned_buffer.hpp>
+
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <map>
-#include <memory>
-#include <new>
 #include <numeric>
 #include <random>
 #include <stdexcept>
@@ -14,10 +13,6 @@
 
 #ifdef _OPENMP
 #include <omp.h>
-#endif
-
-#ifdef __linux__
-#include <sys/mman.h>
 #endif
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -153,31 +148,22 @@ const PeakIsa& peak_path() {
   return path;
 }
 
-struct FreeDeleter {
-  void operator()(float* p) const noexcept { std::free(p); }
-};
-
-// Allocated and written (first touched) once per process, by all OpenMP threads. On Linux the
-// buffer asks for transparent huge pages: 4 KiB pages cost about a tenth of the bandwidth (38
-// instead of 42 GB/s on one core of the Zen 5 this was written on), and the peak should be the
-// best the machine does.
+// Allocated and written (first touched) once per process, by all OpenMP threads, in the
+// caches' memory (aligned_buffer.hpp): transparent huge pages on Linux, as 4 KiB pages cost
+// about a tenth of the bandwidth (38 instead of 42 GB/s on one core of the Zen 5 this was
+// written on), and the peak should be the best the machine does.
 const float* read_buffer() {
-  static const std::unique_ptr<float, FreeDeleter> buffer = [] {
-    constexpr std::size_t kHugePage = std::size_t{2} << 20;
-    static_assert(kReadBufferBytes % kHugePage == 0, "whole huge pages");
-    void* memory = std::aligned_alloc(kHugePage, static_cast<std::size_t>(kReadBufferBytes));
-    if (memory == nullptr) throw std::bad_alloc();
-#ifdef __linux__
-    madvise(memory, static_cast<std::size_t>(kReadBufferBytes), MADV_HUGEPAGE);  // a hint only
-#endif
-    float* data = static_cast<float*>(memory);
+  static const multihead::detail::AlignedBuffer<float> buffer = [] {
+    static_assert(kReadBufferBytes % multihead::detail::kHugePageBytes == 0, "whole huge pages");
+    multihead::detail::AlignedBuffer<float> memory(kReadFloats);
+    float* data = memory.data();
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static)
 #endif
     for (std::int64_t i = 0; i < kReadFloats; ++i) data[i] = 1.0f;
-    return std::unique_ptr<float, FreeDeleter>(data);
+    return memory;
   }();
-  return buffer.get();
+  return buffer.data();
 }
 
 // The best rate of `samples` measurements of `calls` calls of run(), which returns its work.

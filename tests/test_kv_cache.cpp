@@ -9,10 +9,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <multihead/multihead.hpp>
 #include <random>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -567,6 +569,52 @@ TYPED_TEST(KvCacheTest, PagedRejectsBadInput) {
             std::string::npos);
   EXPECT_EQ(cache.length(id), 0);
   EXPECT_EQ(cache.free_blocks(), 4);
+}
+
+// ---- the caches' memory (aligned_buffer.hpp) ----------------------------------------------------
+
+// The flags of the mapping that holds p, from /proc/self/smaps ("" if not found).
+std::string mapping_flags(const void* p) {
+  std::ifstream smaps("/proc/self/smaps");
+  const auto address = reinterpret_cast<std::uintptr_t>(p);
+  std::string line;
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    std::uintptr_t first = 0, last = 0;
+    char dash = 0;
+    std::istringstream range(line);
+    if (range >> std::hex >> first >> dash >> last && dash == '-' &&
+        line.find(':') > line.find(' ')) {  // a mapping's header, "first-last perms ..."
+      inside = first <= address && address < last;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line;
+    }
+  }
+  return "";
+}
+
+// Small buffers are 64-byte aligned; from one huge page (2 MiB) up, buffers are aligned to it
+// and, on Linux, advised as transparent huge pages ("hg" in the mapping's flags), so that a
+// cache read in full per decode step costs few TLB misses.
+TEST(AlignedBufferTest, LargeBuffersAreHugePageAlignedAndAdvised) {
+  using multihead::detail::AlignedBuffer;
+  const AlignedBuffer<float> small(1000);
+  EXPECT_EQ(small.size(), 1000);
+  EXPECT_TRUE(aligned64(small.data()));
+  const std::int64_t huge_page = std::int64_t{2} << 20;
+  const AlignedBuffer<bf16> large(3 * huge_page / 2);  // 3 MiB of bf16
+  EXPECT_EQ(large.size(), 3 * huge_page / 2);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(large.data()) % huge_page, 0u);
+  large.data()[large.size() - 1] = bf16{};  // the whole buffer is usable
+  // A cache of 4 MiB (K 2 MiB, V 2 MiB) gets such a buffer.
+  KvCache<float> cache(1, 4096, 1, 128);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(cache.keys().data()) % huge_page, 0u);
+#ifdef __linux__
+  const std::string flags = mapping_flags(large.data());
+  ASSERT_FALSE(flags.empty()) << "no mapping in /proc/self/smaps holds the buffer";
+  EXPECT_NE((flags + " ").find(" hg "), std::string::npos) << flags;
+  EXPECT_EQ((mapping_flags(small.data()) + " ").find(" hg "), std::string::npos);
+#endif
 }
 
 }  // namespace

@@ -4,17 +4,17 @@
 //
 // Storage is float, bf16 or fp16 (half.hpp); appends take float and narrow once, kernels read
 // the storage type through keys() / values() and widen as they go. Memory is allocated once, in
-// the constructor, 64-byte aligned, and left uninitialised (only the filled part is ever read).
+// the constructor, 64-byte aligned (in huge pages when large: aligned_buffer.hpp), and left
+// uninitialised (only the filled part is ever read).
 // Not thread-safe for writes: append and clear need exclusive access; reads may be concurrent.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
-#include <memory>
-#include <new>
 #include <type_traits>
 
+#include "aligned_buffer.hpp"
 #include "error.hpp"
 #include "half.hpp"
 #include "tensor_view.hpp"
@@ -22,36 +22,6 @@
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace detail {
-
-// The alignment of cache memory: a cache line, and an AVX-512 vector.
-constexpr std::int64_t kCacheAlignment = 64;
-
-// n elements of trivial T, 64-byte aligned, uninitialised, freed on destruction. Move-only.
-template <class T>
-class AlignedBuffer {
-  static_assert(std::is_trivial_v<T>, "AlignedBuffer holds trivial types only");
-
- public:
-  AlignedBuffer() = default;
-  explicit AlignedBuffer(std::int64_t n)
-      : data_(static_cast<T*>(
-            ::operator new (static_cast<std::size_t>(checked_mul(
-                                n, static_cast<std::int64_t>(sizeof(T)), "buffer bytes")),
-                            std::align_val_t{kCacheAlignment}))),
-        size_(n) {}
-
-  T* data() const noexcept { return data_.get(); }
-  std::int64_t size() const noexcept { return size_; }
-
- private:
-  struct Free {
-    void operator()(T* p) const noexcept {
-      ::operator delete (p, std::align_val_t{kCacheAlignment});
-    }
-  };
-  std::unique_ptr<T, Free> data_;
-  std::int64_t size_ = 0;
-};
 
 // What both caches require of a token's K/V rows: positive group count and dims.
 inline void check_cache_dims(std::int64_t kv_groups, std::int64_t head_dim,

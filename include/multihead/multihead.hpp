@@ -18,6 +18,7 @@
 #include "variant.hpp"
 #include "attention.hpp"
 #include "half.hpp"
+#include "aligned_buffer.hpp"
 #include "kv_cache.hpp"
 #include "paged_kv_cache.hpp"
 #include "latent_cache.hpp"
