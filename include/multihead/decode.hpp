@@ -46,6 +46,7 @@
 #include "paged_latent_cache.hpp"
 #include "parallel.hpp"
 #include "score_pass.hpp"
+#include "scratch.hpp"
 #include "state.hpp"
 
 namespace multihead {
@@ -108,16 +109,6 @@ struct DecodeProblem {
   float scale;
   const ScorePass* pass;
 };
-
-// A thread's scratch memory, kept for the thread's lifetime and grown as needed: decoding runs
-// once per token and layer, and fresh pages would cost more than the work (≈ 12 µs per 4 KiB).
-inline float* thread_scratch(std::int64_t floats) {
-  thread_local std::vector<float> buffer;
-  const std::size_t needed = static_cast<std::size_t>(floats) + 16;
-  if (buffer.size() < needed) buffer.resize(needed);
-  float* p = buffer.data();
-  return p + (64 - reinterpret_cast<std::uintptr_t>(p) % 64) % 64 / sizeof(float);
-}
 
 inline std::int64_t round_up(std::int64_t n, std::int64_t m) { return (n + m - 1) / m * m; }
 
@@ -302,11 +293,13 @@ class RowTiles {
         for (int j = 0; j < MK; ++j) acc[r][j] = Ops::fma(x, key[j], acc[r][j]);
       }
     }
+    // Bounds known at compile time: with a running j, GCC -O2 warns of undefined behaviour in
+    // the remainder loop that never runs.
+    constexpr int fours = MK / 4 * 4;
     for (int r = 0; r < RC; ++r) {
-      int j = 0;
-      for (; j + 4 <= MK; j += 4)
+      for (int j = 0; j < fours; j += 4)
         Ops::reduce4(acc[r][j], acc[r][j + 1], acc[r][j + 2], acc[r][j + 3], s + r * (BC + W) + j);
-      for (; j < MK; ++j) s[r * (BC + W) + j] = Ops::reduce_add(acc[r][j]);
+      for (int j = fours; j < MK; ++j) s[r * (BC + W) + j] = Ops::reduce_add(acc[r][j]);
     }
   }
 

@@ -28,19 +28,24 @@
 #include "microkernel.hpp"
 #include "parallel.hpp"
 #include "score_pass.hpp"
+#include "scratch.hpp"
 #include "state.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace detail {
 
-// One thread's buffers, allocated once per call before the threads start.
+// A block's buffers, laid out in the running thread's scratch (scratch.hpp): nothing is
+// allocated per call.
 class FusedWorkspace {
  public:
-  FusedWorkspace(std::int64_t head_dim, std::int64_t value_dim, int block_rows, int tile_keys)
-      : buffer_(static_cast<std::size_t>((head_dim + value_dim + tile_keys + 3) * block_rows + 16)) {
-    float* p = buffer_.data();
-    p += (64 - reinterpret_cast<std::uintptr_t>(p) % 64) % 64 / sizeof(float);  // 64-byte aligned
+  static std::int64_t floats(std::int64_t head_dim, std::int64_t value_dim, int block_rows,
+                             int tile_keys) {
+    return (head_dim + value_dim + tile_keys + 3) * block_rows;
+  }
+
+  FusedWorkspace(std::int64_t head_dim, std::int64_t value_dim, int block_rows, int tile_keys) {
+    float* p = thread_scratch(floats(head_dim, value_dim, block_rows, tile_keys));  // aligned
     qt = p;
     p += head_dim * block_rows;
     st = p;
@@ -58,9 +63,6 @@ class FusedWorkspace {
   float* limit;    // [rows]            last visible key relative to the current tile (causal)
   float* max_sum;  // [2·rows]          the sinks, then the final running max and sum
   BlockRows block;  // the block's rows and the keys they see
-
- private:
-  std::vector<float> buffer_;
 };
 
 // One sequence of a call, its views of batch 1: batch entry `index`, or in a packed (varlen)
@@ -182,7 +184,11 @@ struct FusedKernel {
     // Units per sequence: its KV groups × pairs of its query blocks; first_unit[i] is where
     // sequence i's start (all sequences have the same length unless packed).
     const auto pairs_of = [&](std::int64_t q_len) { return ((q_len * gs + BR - 1) / BR + 1) / 2; };
-    std::vector<std::int64_t> first_unit(static_cast<std::size_t>(sequences + 1), 0);
+    // The calling thread's, kept between calls; a reference, since the lambda below runs on
+    // other threads, where the name of a thread_local means their own copy.
+    thread_local std::vector<std::int64_t> calling_thread_units;
+    std::vector<std::int64_t>& first_unit = calling_thread_units;
+    first_unit.assign(static_cast<std::size_t>(sequences + 1), 0);
     for (std::int64_t i = 0; i < sequences; ++i)
       first_unit[std::size_t(i + 1)] =
           first_unit[std::size_t(i)] +
@@ -190,12 +196,8 @@ struct FusedKernel {
     const std::int64_t units = first_unit.back();
     if (units == 0) return;
     threads = int(std::min<std::int64_t>(threads, units));
-    std::vector<FusedWorkspace> workspaces;
-    workspaces.reserve(static_cast<std::size_t>(threads));
-    for (int t = 0; t < threads; ++t)
-      workspaces.emplace_back(D ? D : s.head_dim, DV ? DV : s.value_dim, BR, BC);
 
-    parallel_dynamic(units, threads, [&](int thread, std::int64_t unit) {
+    parallel_dynamic(units, threads, [&](int, std::int64_t unit) {
       const std::int64_t i =
           std::upper_bound(first_unit.begin(), first_unit.end(), unit) - first_unit.begin() - 1;
       const FusedSequence sq = pr.sequence(i);
@@ -203,7 +205,7 @@ struct FusedKernel {
       const std::int64_t pairs = (blocks + 1) / 2, local = unit - first_unit[std::size_t(i)];
       const std::int64_t pair = local % pairs, g = local / pairs;
       const std::int64_t first = pair, second = blocks - 1 - pair;
-      FusedWorkspace& ws = workspaces[static_cast<std::size_t>(thread)];
+      FusedWorkspace ws(D ? D : s.head_dim, DV ? DV : s.value_dim, BR, BC);
       const auto run_block = [&](std::int64_t index) {
         const std::int64_t r0 = index * BR;
         block(pr, sq, g, r0, int(std::min<std::int64_t>(BR, rows_total - r0)), ws);

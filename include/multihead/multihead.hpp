@@ -13,6 +13,7 @@
 #include "reference.hpp"
 #include "simd.hpp"
 #include "state.hpp"
+#include "scratch.hpp"
 #include "microkernel.hpp"
 #include "fused.hpp"
 #include "variant.hpp"
