@@ -72,7 +72,8 @@ TEST(Allocations, RepeatedFusedCallsAllocateNothing) {
   }
 }
 
-// Decode over a bf16 cache (the tile path that widens rows into scratch) and over float views.
+// Decode over a bf16 cache and over float views (4 rows per group: the row-major tiles, which
+// read bf16 rows in place; their per-group state lives in the thread's scratch).
 TEST(Allocations, RepeatedDecodeCallsAllocateNothing) {
   const std::int64_t L = 300, H = 8, G = 2, d = 128;
   multihead::KvCache<multihead::bf16> cache(1, L, G, d);
