@@ -144,6 +144,35 @@ class PagedProblem final : public DecodeProblem {
   std::vector<std::int64_t> sequences_;
 };
 
+// K and V in the head-major layout [batch, groups, tokens, d] (PyTorch's usual cache layout),
+// passed as strided views: each group's rows are contiguous, a token's groups far apart.
+template <class Storage>
+class HeadMajorProblem final : public DecodeProblem {
+ public:
+  explicit HeadMajorProblem(const Shape& shape)
+      : DecodeProblem(shape), k_(size(shape)), v_(size(shape)) {
+    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+    for (Storage* x : {k_.data(), v_.data()})
+      for (std::int64_t i = 0; i < size(shape); ++i)
+        x[i] = multihead::from_float<Storage>(uniform(generator_));
+  }
+
+  void step(const multihead::KernelOptions& options) override {
+    multihead::decode_attention(q(), view(k_), view(v_), o(), options);
+  }
+
+ private:
+  static std::int64_t size(const Shape& s) { return s.batch * s.groups * s.lkv * s.d; }
+  multihead::TensorView<const Storage> view(const multihead::detail::AlignedBuffer<Storage>& x) const {
+    const Shape& s = shape_;
+    return multihead::TensorView<const Storage>::strided(x.data(), size(s), s.batch, s.lkv,
+                                                         s.groups, s.d, s.groups * s.lkv * s.d,
+                                                         s.d, s.lkv * s.d);
+  }
+
+  multihead::detail::AlignedBuffer<Storage> k_, v_;
+};
+
 // One benchmark of the family, all but the thread count.
 struct DecodeCase {
   std::string name;  // between "decode/" and "/threads:<n>"
@@ -196,7 +225,8 @@ void add_length_sweep(std::vector<DecodeCase>& cases) {
 void register_decode_benchmarks() {
   const Shape& d1 = decode_shape("D1");
   const Shape& d2 = decode_shape("D2");
-  // D1-paged16 right after D1, so that a run filtered to decode/D1 lists the two side by side.
+  // D1-paged16 and D1-head-major right after D1, so that a run filtered to decode/D1 lists them
+  // side by side.
   std::vector<DecodeCase> cases = {
       decode_case<ContiguousProblem, float>("D1", d1),
       decode_case<ContiguousProblem, bf16>("D1", d1),
@@ -204,6 +234,8 @@ void register_decode_benchmarks() {
       decode_case<PagedProblem, float>("D1-paged16", d1),
       decode_case<PagedProblem, bf16>("D1-paged16", d1),
       decode_case<PagedProblem, fp16>("D1-paged16", d1),
+      decode_case<HeadMajorProblem, float>("D1-head-major", d1),
+      decode_case<HeadMajorProblem, bf16>("D1-head-major", d1),
   };
   add_length_sweep<float>(cases);
   add_length_sweep<bf16>(cases);

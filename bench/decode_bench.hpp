@@ -5,6 +5,8 @@
 //   decode/D1-paged16/<cache>/threads:<n>    D1 over a PagedKvCache of 16-token blocks in random
 //                                            pool order, to be read against decode/D1; fp32,
 //                                            bf16, fp16
+//   decode/D1-head-major/<cache>/threads:<n> D1 over strided views of K and V laid out
+//                                            [batch, groups, tokens, d]; fp32, bf16
 //   decode/D1-len/<cache>/L:<L>/threads:<n>  D1's heads over L = 1024, 4096, 16384, 65536 tokens
 //                                            of KvCache: time should grow linearly in L; fp32, bf16
 //   decode/D2/<cache>/threads:<n>            D2 (MQA) over a KvCache; fp32, bf16

@@ -8,6 +8,7 @@
 //   decode/D1/<cache>                    one generation step of D1 over a KvCache of <cache>
 //                                        = fp32, bf16 or fp16 (decode_bench.hpp)
 //   decode/D1-paged16/<cache>            the same over a PagedKvCache of 16-token blocks
+//   decode/D1-head-major/<cache>         the same over head-major views [batch, groups, L, d]
 //   decode/D1-len/<cache>/L:<L>          D1 over L = 1024 to 65536 tokens of context
 //   decode/D2/<cache>                    MQA over 32768 tokens of context
 //   mla_absorbed/<cache>/L:<L>           DeepSeek-V2-Lite's MLA decode over a LatentCache, beside

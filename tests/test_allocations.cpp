@@ -8,9 +8,12 @@
 #include <cstdint>
 #include <cstdlib>
 #include <new>
+#include <string>
 #include <vector>
 
 #include <multihead/multihead.hpp>
+
+#include "naive_reference.hpp"
 
 namespace {
 std::atomic<long> allocations{0};
@@ -30,6 +33,7 @@ void* operator new(std::size_t size) {
 namespace {
 
 using multihead::TensorView;
+using naive::random_vector;
 
 // Heap allocations made by `calls` further runs of `step`, after one run to warm up.
 template <class Step>
@@ -38,12 +42,6 @@ long allocations_in_repeats(Step&& step, int calls = 3) {
   const long before = allocations.load();
   for (int i = 0; i < calls; ++i) step();
   return allocations.load() - before;
-}
-
-std::vector<float> filled(std::int64_t n) {
-  std::vector<float> x(static_cast<std::size_t>(n));
-  for (std::int64_t i = 0; i < n; ++i) x[std::size_t(i)] = float((i * 37) % 101) / 101.0f - 0.5f;
-  return x;
 }
 
 TEST(Allocations, CountingOperatorNewSeesVectors) {
@@ -57,7 +55,8 @@ TEST(Allocations, CountingOperatorNewSeesVectors) {
 TEST(Allocations, RepeatedFusedCallsAllocateNothing) {
   for (const std::int64_t d : {128, 96}) {
     const std::int64_t dv = d == 128 ? 128 : 80, L = 100, H = 8, G = 2;
-    const std::vector<float> q = filled(L * H * d), k = filled(L * G * d), v = filled(L * G * dv);
+    const std::vector<float> q = random_vector(L * H * d, 1), k = random_vector(L * G * d, 2),
+                             v = random_vector(L * G * dv, 3);
     std::vector<float> o(static_cast<std::size_t>(L * H * dv));
     multihead::KernelOptions options;
     options.threads = 1;  // one thread: the same thread runs every unit of every call
@@ -72,28 +71,39 @@ TEST(Allocations, RepeatedFusedCallsAllocateNothing) {
   }
 }
 
-// Decode over a bf16 cache and over float views (4 rows per group: the row-major tiles, which
-// read bf16 rows in place; their per-group state lives in the thread's scratch).
+// Decode over a bf16 cache, over float views and over head-major float views, with 4 rows per
+// KV group (the row-major tiles, which read bf16 rows in place) and 32 (MQA: the transposed
+// tiles, which widen bf16 rows into the thread's scratch).
 TEST(Allocations, RepeatedDecodeCallsAllocateNothing) {
-  const std::int64_t L = 300, H = 8, G = 2, d = 128;
-  multihead::KvCache<multihead::bf16> cache(1, L, G, d);
-  const std::vector<float> k = filled(L * G * d), v = filled(L * G * d), q = filled(H * d);
-  cache.append(TensorView<const float>(k.data(), k.size(), 1, L, G, d),
-               TensorView<const float>(v.data(), v.size(), 1, L, G, d));
-  std::vector<float> o(static_cast<std::size_t>(H * d));
-  multihead::KernelOptions options;
-  options.threads = 1;
-  const TensorView<const float> q_view(q.data(), q.size(), 1, 1, H, d);
-  const TensorView<float> o_view(o.data(), o.size(), 1, 1, H, d);
-  EXPECT_EQ(allocations_in_repeats(
-                [&] { multihead::decode_attention(q_view, cache, o_view, options); }),
-            0);
-  EXPECT_EQ(allocations_in_repeats([&] {
-              multihead::decode_attention<float>(
-                  q_view, TensorView<const float>(k.data(), k.size(), 1, L, G, d),
-                  TensorView<const float>(v.data(), v.size(), 1, L, G, d), o_view, options);
-            }),
-            0);
+  for (const std::int64_t H : {8, 32}) {
+    SCOPED_TRACE("heads " + std::to_string(H));
+    const std::int64_t L = 300, G = H == 8 ? 2 : 1, d = 128;
+    multihead::KvCache<multihead::bf16> cache(1, L, G, d);
+    const std::vector<float> k = random_vector(L * G * d, 4), v = random_vector(L * G * d, 5),
+                             q = random_vector(H * d, 6);
+    cache.append(TensorView<const float>(k.data(), k.size(), 1, L, G, d),
+                 TensorView<const float>(v.data(), v.size(), 1, L, G, d));
+    std::vector<float> o(static_cast<std::size_t>(H * d));
+    multihead::KernelOptions options;
+    options.threads = 1;
+    const TensorView<const float> q_view(q.data(), q.size(), 1, 1, H, d);
+    const TensorView<float> o_view(o.data(), o.size(), 1, 1, H, d);
+    EXPECT_EQ(allocations_in_repeats(
+                  [&] { multihead::decode_attention(q_view, cache, o_view, options); }),
+              0);
+    const std::int64_t size = L * G * d;
+    for (const bool head_major : {false, true}) {
+      const std::int64_t token = head_major ? d : G * d, group = head_major ? L * d : d;
+      const auto view = [&](const std::vector<float>& x) {
+        return TensorView<const float>::strided(x.data(), size, 1, L, G, d, size, token, group);
+      };
+      EXPECT_EQ(allocations_in_repeats([&] {
+                  multihead::decode_attention<float>(q_view, view(k), view(v), o_view, options);
+                }),
+                0)
+          << (head_major ? "head-major" : "token-major") << " views";
+    }
+  }
 }
 
 }  // namespace

@@ -148,6 +148,39 @@ TYPED_TEST(DecodeCache, MatchesNaiveOverTheStoredValues) {
   }
 }
 
+// The kernel prefetches the next tile's rows while it computes the current one: it must request
+// those rows and no others, whatever the layout. Head-major views ([batch, groups, tokens, dim])
+// once had it request, per token, the span from group 0's row to the last group's, most of the
+// cache: right results, 300 times slower.
+TEST(DecodePrefetch, RequestsTheNextTilesRowsAndNoOthers) {
+  using multihead::detail::add_prefetch_regions;
+  using multihead::detail::KvRun;
+  using multihead::detail::TilePrefetch;
+  const std::int64_t tokens = 1024, groups = 8, d = 128, keys = 32, first = 40;
+  std::vector<float> k(tokens * groups * d), v(k.size());
+  const auto lines = [](const std::vector<TilePrefetch>& regions) {
+    std::int64_t n = 0;
+    for (const TilePrefetch& r : regions) n += r.rows * ((r.bytes + 63) / 64);
+    return n;
+  };
+  const std::int64_t lines_per_row = d * std::int64_t(sizeof(float)) / 64;
+  for (bool head_major : {false, true}) {
+    SCOPED_TRACE(head_major ? "head-major" : "token-major");
+    const std::int64_t token = head_major ? d : groups * d, group = head_major ? tokens * d : d;
+    const KvRun<float> run{k.data() + first * token, v.data() + first * token, token, token,
+                           group, group, int(keys)};
+    std::vector<TilePrefetch> regions;
+    add_prefetch_regions(run, groups, d, d, regions);
+    EXPECT_EQ(lines(regions), 2 * keys * groups * lines_per_row);
+  }
+  // A latent cache's V rows are its K rows' first elements: requested once.
+  const std::int64_t latent = 512, row = 576;
+  const KvRun<float> run{k.data(), k.data(), row, row, row, latent, int(keys)};
+  std::vector<TilePrefetch> regions;
+  add_prefetch_regions(run, 1, row, latent, regions);
+  EXPECT_EQ(lines(regions), keys * row * std::int64_t(sizeof(float)) / 64);
+}
+
 TEST(DecodeCacheEdges, EmptyCacheGivesZeroAndMinusInfinity) {
   KvCache<bf16> cache(1, 8, 2, 16);
   std::vector<float> q(4 * 16, 1.0f), o(4 * 16, 7.0f), lse(4, 7.0f);

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -337,6 +338,27 @@ TEST(Half, KnownValues) {
   EXPECT_EQ(multihead::from_float<bf16>(1.0f).bits, 0x3f80);
   EXPECT_EQ(multihead::from_float<fp16>(1.0f).bits, 0x3c00);
   EXPECT_EQ(multihead::from_float<float>(1.5f), 1.5f);
+}
+
+// Lengths known at compile time, as a caller's fixed-size buffers give: the bulk functions
+// inline with their loop bounds folded, where GCC 12 once warned of undefined behaviour in the
+// remainder loops (-Waggressive-loop-optimizations, an error under this build's -Werror).
+TEST(Half, FixedLengthBulkConversionsMatchTheScalarOnes) {
+  constexpr std::size_t n = 64;
+  std::array<float, n> src{}, from_bf16{}, from_fp16{};
+  std::array<bf16, n> b{};
+  std::array<fp16, n> h{};
+  for (std::size_t i = 0; i < n; ++i) src[i] = static_cast<float>(i) * 0.37f - 9.0f;
+  multihead::convert(src.data(), b.data(), n);
+  multihead::convert(src.data(), h.data(), n);
+  multihead::convert(b.data(), from_bf16.data(), n);
+  multihead::convert(h.data(), from_fp16.data(), n);
+  for (std::size_t i = 0; i < n; ++i) {
+    EXPECT_EQ(b[i].bits, multihead::to_bf16(src[i]).bits) << i;
+    EXPECT_EQ(h[i].bits, multihead::to_fp16(src[i]).bits) << i;
+    EXPECT_EQ(from_bf16[i], multihead::to_float(b[i])) << i;
+    EXPECT_EQ(from_fp16[i], multihead::to_float(h[i])) << i;
+  }
 }
 
 TEST(Half, FloatToFloatIsACopy) {

@@ -523,6 +523,31 @@ struct KvTile {
   int count = 0, keys = 0;
 };
 
+// The rows of one run for the next tile's prefetch, K then V, appended to `regions`. When a
+// token's group rows lie within its token stride (a KvCache, a paged block), one region per
+// operand: the bytes from group 0's row to the end of the last group's. Otherwise (head-major
+// views, [batch, groups, tokens, dim]) that span would take in other tokens' rows, most of the
+// cache, so one region per group. V only where it is not K's rows' first elements (as in a
+// latent cache).
+template <class S>
+void add_prefetch_regions(const KvRun<S>& run, std::int64_t groups, std::int64_t d,
+                          std::int64_t dv, std::vector<TilePrefetch>& regions) {
+  const auto add = [&](const S* rows, std::int64_t stride, std::int64_t group, std::int64_t dim) {
+    const std::int64_t span = (groups - 1) * group + dim;
+    if (span <= stride) {
+      regions.emplace_back(rows, stride, run.keys, span);
+      return;
+    }
+    for (std::int64_t g = 0; g < groups; ++g)
+      regions.emplace_back(rows + g * group, stride, run.keys, dim);
+  };
+  add(run.k, run.k_stride, run.k_group, d);
+  const bool v_in_k = static_cast<const void*>(run.v) == static_cast<const void*>(run.k) &&
+                      run.v_stride == run.k_stride && (groups == 1 || run.v_group == run.k_group) &&
+                      dv <= d;
+  if (!v_in_k) add(run.v, run.v_stride, run.v_group, dv);
+}
+
 // Runs paths[g] (one per KV group) over keys [begin, end) of batch entry b, a tile of at most
 // tile_keys tokens at a time, the groups of a tile one after another.
 template <class Path, class Source>
@@ -541,23 +566,13 @@ void attend_keys(Path* paths, std::int64_t groups, const Source& source, std::in
     return t;
   };
   Tile current = tile_at(begin);
-  TilePrefetch next_rows[2 * Path::BC];
+  thread_local std::vector<TilePrefetch> next_rows;  // kept: no allocation per tile
   for (std::int64_t j = begin; j < end;) {
     const Tile next = j + current.keys < end ? tile_at(j + current.keys) : Tile{};
-    // The next tile's token rows, all groups (the bytes from group 0's row to the end of the
-    // last group's), K and V of each run; V only where it is not K's rows' first elements (as
-    // in a latent cache).
-    int regions = 0;
-    for (int i = 0; i < next.count; ++i) {
-      const KvRun<S>& run = next.runs[i];
-      const std::int64_t k_length = (groups - 1) * run.k_group + d;
-      const std::int64_t v_length = (groups - 1) * run.v_group + dv;
-      next_rows[regions++] = TilePrefetch(run.k, run.k_stride, run.keys, k_length);
-      const bool v_in_k = static_cast<const void*>(run.v) == static_cast<const void*>(run.k) &&
-                          run.v_stride == run.k_stride && v_length <= k_length;
-      if (!v_in_k) next_rows[regions++] = TilePrefetch(run.v, run.v_stride, run.keys, v_length);
-    }
-    PrefetchCursor cursor(next_rows, regions);
+    next_rows.clear();
+    for (int i = 0; i < next.count; ++i)
+      add_prefetch_regions(next.runs[i], groups, d, dv, next_rows);
+    PrefetchCursor cursor(next_rows.data(), int(next_rows.size()));
     cursor.pace(groups * paths[0].prefetch_steps(current.keys));
     for (std::int64_t g = 0; g < groups; ++g) {
       Path& path = paths[g];

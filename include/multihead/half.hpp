@@ -152,7 +152,7 @@ inline void convert(const float* src, bf16* dst, std::int64_t n) {
   // subnormals as zero; the rare vector holding one is redone with the integer path below.
   const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
   const __m512i one = _mm512_set1_epi32(1), subnormal_max = _mm512_set1_epi32(0x7fffff);
-  for (; i + 16 <= n; i += 16) {
+  for (; i < n / 16 * 16; i += 16) {
     const __m512 x = _mm512_loadu_ps(src + i);
     const __m512i abs_minus_one =
         _mm512_sub_epi32(_mm512_and_si512(_mm512_castps_si512(x), abs_mask), one);
@@ -169,7 +169,7 @@ inline void convert(const float* src, bf16* dst, std::int64_t n) {
   const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
   const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff);
   const __m512i quiet = _mm512_set1_epi32(0x40);
-  for (; i + 16 <= n; i += 16) {
+  for (; i < n / 16 * 16; i += 16) {
     const __m512i u = _mm512_loadu_si512(src + i);
     const __mmask16 nan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, abs_mask), inf);
     const __m512i high = _mm512_srli_epi32(u, 16);
@@ -191,7 +191,7 @@ inline void convert(const float* src, bf16* dst, std::int64_t n) {
         _mm256_add_epi32(u, _mm256_add_epi32(bias, _mm256_and_si256(high, one))), 16);
     return _mm256_blendv_epi8(rounded, _mm256_or_si256(high, quiet), nan);
   };
-  for (; i + 16 <= n; i += 16) {
+  for (; i < n / 16 * 16; i += 16) {
     // Every lane is at most 0xffff, so the unsigned saturating pack is exact; it interleaves
     // 128-bit halves, which the permute puts back in order.
     const __m256i packed = _mm256_packus_epi32(round8(src + i), round8(src + i + 8));
@@ -205,12 +205,12 @@ inline void convert(const float* src, bf16* dst, std::int64_t n) {
 inline void convert(const bf16* src, float* dst, std::int64_t n) {
   std::int64_t i = 0;
 #if defined(MULTIHEAD_HAS_AVX512)
-  for (; i + 16 <= n; i += 16) {
+  for (; i < n / 16 * 16; i += 16) {
     const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
     _mm512_storeu_si512(dst + i, _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   }
 #elif defined(MULTIHEAD_HAS_AVX2)
-  for (; i + 8 <= n; i += 8) {
+  for (; i < n / 8 * 8; i += 8) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
                         _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
@@ -222,13 +222,13 @@ inline void convert(const bf16* src, float* dst, std::int64_t n) {
 inline void convert(const float* src, fp16* dst, std::int64_t n) {
   std::int64_t i = 0;
 #if defined(MULTIHEAD_HAS_AVX512)
-  for (; i + 16 <= n; i += 16) {
+  for (; i < n / 16 * 16; i += 16) {
     const __m256i h =
         _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), h);
   }
 #elif !defined(MULTIHEAD_NO_SIMD) && defined(__F16C__)
-  for (; i + 8 <= n; i += 8) {
+  for (; i < n / 8 * 8; i += 8) {
     const __m128i h =
         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), h);
@@ -240,11 +240,11 @@ inline void convert(const float* src, fp16* dst, std::int64_t n) {
 inline void convert(const fp16* src, float* dst, std::int64_t n) {
   std::int64_t i = 0;
 #if defined(MULTIHEAD_HAS_AVX512)
-  for (; i + 16 <= n; i += 16)
+  for (; i < n / 16 * 16; i += 16)
     _mm512_storeu_ps(
         dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i))));
 #elif !defined(MULTIHEAD_NO_SIMD) && defined(__F16C__)
-  for (; i + 8 <= n; i += 8)
+  for (; i < n / 8 * 8; i += 8)
     _mm256_storeu_ps(dst + i,
                      _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
 #endif
