@@ -136,10 +136,11 @@ Storage from_float(float x) {
   }
 }
 
-// ---- bulk conversions of n elements
-// -------------------------------------------------------------- Any alignment; src and dst must
-// not overlap. Each vector path handles whole vectors and leaves the remainder to the scalar
-// functions above, which give the same bits.
+// ---- Bulk conversions of n elements -------------------------------------------------------------
+// Any alignment; src and dst must not overlap. Each vector path handles whole vectors and leaves
+// the remainder to the scalar functions above, which give the same bits. Its loop runs to
+// n / W · W: bounded by i + W <= n instead, it made GCC 12 warn of undefined behaviour in the
+// remainder loop wherever n is known at compile time.
 
 inline void convert(const float* src, float* dst, std::int64_t n) {
   if (n > 0) std::memcpy(dst, src, static_cast<std::size_t>(n) * sizeof(float));
