@@ -148,6 +148,8 @@ class PagedProblem final : public DecodeProblem {
 // passed as strided views: each group's rows are contiguous, a token's groups far apart.
 template <class Storage>
 class HeadMajorProblem final : public DecodeProblem {
+  using Buffer = multihead::detail::AlignedBuffer<Storage>;
+
  public:
   explicit HeadMajorProblem(const Shape& shape)
       : DecodeProblem(shape), k_(size(shape)), v_(size(shape)) {
@@ -163,14 +165,14 @@ class HeadMajorProblem final : public DecodeProblem {
 
  private:
   static std::int64_t size(const Shape& s) { return s.batch * s.groups * s.lkv * s.d; }
-  multihead::TensorView<const Storage> view(const multihead::detail::AlignedBuffer<Storage>& x) const {
+  multihead::TensorView<const Storage> view(const Buffer& x) const {
     const Shape& s = shape_;
     return multihead::TensorView<const Storage>::strided(x.data(), size(s), s.batch, s.lkv,
                                                          s.groups, s.d, s.groups * s.lkv * s.d,
                                                          s.d, s.lkv * s.d);
   }
 
-  multihead::detail::AlignedBuffer<Storage> k_, v_;
+  Buffer k_, v_;
 };
 
 // One benchmark of the family, all but the thread count.
