@@ -151,7 +151,7 @@ TYPED_TEST(DecodeCache, MatchesNaiveOverTheStoredValues) {
 // The kernel prefetches the next tile's rows while it computes the current one: it must request
 // those rows and no others, whatever the layout. Head-major views ([batch, groups, tokens, dim])
 // once had it request, per token, the span from group 0's row to the last group's, most of the
-// cache: right results, 300 times slower.
+// cache: right results, about 200 times slower (D1's heads over 1024 tokens: 54.8 against 0.23 ms).
 TEST(DecodePrefetch, RequestsTheNextTilesRowsAndNoOthers) {
   using multihead::detail::add_prefetch_regions;
   using multihead::detail::KvRun;
