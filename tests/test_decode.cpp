@@ -115,37 +115,40 @@ TYPED_TEST_SUITE(DecodeCache, Storages);
 
 TYPED_TEST(DecodeCache, MatchesNaiveOverTheStoredValues) {
   using Storage = TypeParam;
-  for (int q_len : {1, 3}) {
-    for (int group_size : {4, 32}) {
-      const AttentionShape shape = make_shape(2, q_len, 700, 2 * group_size, 2, 128, 128);
-      SCOPED_TRACE(describe(shape));
-      Inputs in = make_inputs(shape, 900 + q_len);
-      KvCache<Storage> cache(shape.batch, 1000, shape.kv_groups, shape.head_dim);
-      // Appended in two parts, the second the q_len new tokens (as a decode step does).
-      for (const auto& [t0, n] : {std::pair<std::int64_t, std::int64_t>{0, 700 - q_len},
-                                  std::pair<std::int64_t, std::int64_t>{700 - q_len, q_len}}) {
-        const auto part = [&](const std::vector<float>& x) {
-          return TensorView<const float>::strided(x.data() + t0 * 2 * 128,
-                                                  std::int64_t(x.size()) - t0 * 2 * 128, 2, n, 2,
-                                                  128, 700 * 2 * 128, 2 * 128, 128);
-        };
-        cache.append(part(in.k), part(in.v));
+  // Head dims with fixed-dim kernels (bf16 rows of these are widened in pairs of vectors, the
+  // output columns reordered until the end) and rows per group from one to a column-tile block.
+  for (std::int64_t d : {64, 128, 256})
+    for (int q_len : {1, 3})
+      for (int group_size : {1, 3, 4, 32}) {
+        const std::int64_t groups = 2, token = groups * d;
+        const AttentionShape shape = make_shape(2, q_len, 700, groups * group_size, groups, d, d);
+        SCOPED_TRACE(describe(shape));
+        Inputs in = make_inputs(shape, std::uint64_t(900 + q_len + d));
+        KvCache<Storage> cache(shape.batch, 1000, groups, d);
+        // Appended in two parts, the second the q_len new tokens (as a decode step does).
+        for (const auto& [t0, n] : {std::pair<std::int64_t, std::int64_t>{0, 700 - q_len},
+                                    std::pair<std::int64_t, std::int64_t>{700 - q_len, q_len}}) {
+          const auto part = [&](const std::vector<float>& x) {
+            return TensorView<const float>::strided(x.data() + t0 * token,
+                                                    std::int64_t(x.size()) - t0 * token, 2, n,
+                                                    groups, d, 700 * token, token, d);
+          };
+          cache.append(part(in.k), part(in.v));
+        }
+        in.k = stored<Storage>(in.k);
+        in.v = stored<Storage>(in.v);
+        KernelOptions options;
+        options.causal = true;
+        options.threads = 2;
+        LibResult lib;
+        lib.o.assign(std::size_t(shape.o_size()), std::nanf(""));
+        lib.lse.assign(std::size_t(shape.lse_size()), std::nanf(""));
+        multihead::decode_attention(
+            TensorView<const float>(in.q.data(), shape.q_size(), 2, q_len, shape.heads, d), cache,
+            TensorView<float>(lib.o.data(), shape.o_size(), 2, q_len, shape.heads, d), options,
+            LseOutput{lib.lse.data(), shape.lse_size()});
+        expect_meets_standard(lib, run_oracle(in, options));
       }
-      in.k = stored<Storage>(in.k);
-      in.v = stored<Storage>(in.v);
-      KernelOptions options;
-      options.causal = true;
-      options.threads = 2;
-      LibResult lib;
-      lib.o.assign(std::size_t(shape.o_size()), std::nanf(""));
-      lib.lse.assign(std::size_t(shape.lse_size()), std::nanf(""));
-      multihead::decode_attention(
-          TensorView<const float>(in.q.data(), shape.q_size(), 2, q_len, shape.heads, 128),
-          cache, TensorView<float>(lib.o.data(), shape.o_size(), 2, q_len, shape.heads, 128),
-          options, LseOutput{lib.lse.data(), shape.lse_size()});
-      expect_meets_standard(lib, run_oracle(in, options));
-    }
-  }
 }
 
 // The kernel prefetches the next tile's rows while it computes the current one: it must request

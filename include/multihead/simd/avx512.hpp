@@ -27,6 +27,13 @@ struct Avx512Ops {
     const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
   }
+  // 2·W bf16 values as two float vectors without a lane-crossing shuffle: the even-indexed
+  // ones (the low halves of the 32-bit words, shifted up) and the odd-indexed (the high halves).
+  static void loadu_pairs(const bf16* p, V& even, V& odd) {
+    const __m512i x = _mm512_loadu_si512(p);
+    even = _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+    odd = _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32(int(0xFFFF0000u))));
+  }
   static V loadu(const fp16* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }

@@ -99,6 +99,14 @@ struct GenericOps {
     for (int i = 0; i < W; ++i) r.v[i] = to_float(p[i]);
     return r;
   }
+  // 2·W bf16 values as two vectors: the even-indexed ones and the odd-indexed ones. The wide
+  // ISAs split them so without a lane-crossing shuffle (avx512.hpp); the order is theirs.
+  static void loadu_pairs(const bf16* p, V& even, V& odd) {
+    for (int i = 0; i < W; ++i) {
+      even.v[i] = to_float(p[2 * i]);
+      odd.v[i] = to_float(p[2 * i + 1]);
+    }
+  }
   static void store(float* p, V a) {
     for (int i = 0; i < W; ++i) p[i] = a.v[i];
   }
