@@ -243,6 +243,8 @@ void register_decode_benchmarks() {
   add_length_sweep<bf16>(cases);
   cases.push_back(decode_case<ContiguousProblem, float>("D2", d2));
   cases.push_back(decode_case<ContiguousProblem, bf16>("D2", d2));
+  cases.push_back(decode_case<PagedProblem, float>("D2-paged16", d2));
+  cases.push_back(decode_case<PagedProblem, bf16>("D2-paged16", d2));
 
   for (const DecodeCase& c : cases)
     for (int threads : thread_counts())

@@ -10,6 +10,9 @@
 //   decode/D1-len/<cache>/L:<L>/threads:<n>  D1's heads over L = 1024, 4096, 16384, 65536 tokens
 //                                            of KvCache: time should grow linearly in L; fp32, bf16
 //   decode/D2/<cache>/threads:<n>            D2 (MQA) over a KvCache; fp32, bf16
+//   decode/D2-paged16/<cache>/threads:<n>    D2 over a PagedKvCache of 16-token blocks in random
+//                                            pool order (MQA as a paged server keeps it), to be
+//                                            read against decode/D2; fp32, bf16
 //
 // Each reports the counters of report_roofline() for
 //   flops = Shape::flops = 4·heads·L·d: Q·Kᵀ and P·V, 2 flops per multiply-add (batch 1, one

@@ -11,6 +11,7 @@
 //   decode/D1-head-major/<cache>         the same over head-major views [batch, groups, L, d]
 //   decode/D1-len/<cache>/L:<L>          D1 over L = 1024 to 65536 tokens of context
 //   decode/D2/<cache>                    MQA over 32768 tokens of context
+//   decode/D2-paged16/<cache>            the same over a PagedKvCache of 16-token blocks
 //   mla_absorbed/<cache>/L:<L>           DeepSeek-V2-Lite's MLA decode over a LatentCache, beside
 //   mla_naive/<cache>/L:<L>              its naive path and MHA of the same size (mla_bench.hpp)
 //   mha_decode/<cache>/L:<L>

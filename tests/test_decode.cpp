@@ -184,6 +184,78 @@ TEST(DecodePrefetch, RequestsTheNextTilesRowsAndNoOthers) {
   EXPECT_EQ(lines(regions), keys * row * std::int64_t(sizeof(float)) / 64);
 }
 
+// The next tile's lines are spread over the calls the current tile makes of the prefetch cursor
+// (tile_prefetch_steps): the last line must go with the last call, neither earlier (requests in
+// a burst) nor never. A paged tile makes its products' calls once per run; counting it as one
+// run paced a paged MQA tile of four 16-token runs three times too fast. Checked by running one
+// KV group's pass over a tile's runs with a cursor over exactly that many lines (one per call),
+// then over one line more.
+template <class Path>
+void check_prefetch_pacing(int rows, const std::vector<int>& run_keys) {
+  using multihead::detail::BlockSite;
+  using multihead::detail::DecodeProblem;
+  using multihead::detail::KvRun;
+  using multihead::detail::KvTile;
+  using multihead::detail::PrefetchCursor;
+  using multihead::detail::ScorePass;
+  using multihead::detail::TilePrefetch;
+  const std::int64_t d = 64;
+  int keys = 0;
+  for (int n : run_keys) keys += n;
+  multihead::KernelShape shape;
+  shape.batch = shape.q_len = shape.kv_groups = 1;
+  shape.heads = rows;
+  shape.kv_len = keys;
+  shape.head_dim = shape.value_dim = d;
+  const std::vector<float> q = naive::random_vector(rows * d, 1);
+  const std::vector<float> k = naive::random_vector(keys * d, 2);
+  const std::vector<float> v = naive::random_vector(keys * d, 3);
+  std::vector<float> o(q.size());
+  const multihead::KernelOptions options;
+  const ScorePass pass(options, shape);
+  const DecodeProblem problem{
+      TensorView<const float>(q.data(), std::int64_t(q.size()), 1, 1, rows, d),
+      TensorView<float>(o.data(), std::int64_t(o.size()), 1, 1, rows, d), nullptr, shape, 0.125f,
+      &pass};
+  KvTile<float, Path::BC> tile;
+  for (int n : run_keys) {
+    tile.runs[tile.count++] = KvRun<float>{k.data() + tile.keys * d, v.data() + tile.keys * d,
+                                           d, d, d, d, n};
+    tile.keys += n;
+  }
+  multihead::detail::AlignedBuffer<float> scratch(Path::scratch_floats(rows, d, d));
+  Path path(scratch.data(), rows, d, d);
+  ASSERT_TRUE(path.reads_in_place());
+  const std::int64_t steps = multihead::detail::tile_prefetch_steps(path, tile);
+  std::vector<char> lines(std::size_t((steps + 2) * 64));
+  for (const std::int64_t extra : {0, 1}) {
+    SCOPED_TRACE("lines = calls + " + std::to_string(extra));
+    const TilePrefetch region(lines.data(), 64, steps + extra, 64);  // one line per row
+    PrefetchCursor cursor(&region, 1);
+    cursor.pace(steps + extra);  // one line per call
+    path.template begin<float>(problem, BlockSite{0, 0, 0, keys, true});
+    for (int i = 0, offset = 0; i < tile.count; offset += tile.runs[i++].keys)
+      path.scores(tile.runs[i].k, d, tile.runs[i].keys, offset, offset, cursor);
+    path.softmax(tile.keys);
+    for (int i = 0, offset = 0; i < tile.count; offset += tile.runs[i++].keys)
+      path.accumulate(tile.runs[i].v, d, tile.runs[i].keys, offset, cursor);
+    EXPECT_EQ(cursor.done(), extra == 0);
+  }
+}
+
+TEST(DecodePrefetch, PacesTheNextTileOverEveryCallOfATilesRuns) {
+  using Ops = multihead::simd::Ops;
+  const std::vector<std::vector<int>> tiles = {{16, 16, 16, 16}, {5, 7, 3, 1}, {40}};
+  for (const auto& runs : tiles) {
+    SCOPED_TRACE("runs of " + std::to_string(runs[0]) + " keys, ...");
+    for (int rows : {3, 4, 8}) {
+      SCOPED_TRACE("rows " + std::to_string(rows));
+      check_prefetch_pacing<multihead::detail::RowTiles<Ops, 0, 0>>(rows, runs);
+    }
+    check_prefetch_pacing<multihead::detail::ColumnTiles<Ops, 0, 0, 2>>(2 * Ops::W, runs);
+  }
+}
+
 TEST(DecodeCacheEdges, EmptyCacheGivesZeroAndMinusInfinity) {
   KvCache<bf16> cache(1, 8, 2, 16);
   std::vector<float> q(4 * 16, 1.0f), o(4 * 16, 7.0f), lse(4, 7.0f);

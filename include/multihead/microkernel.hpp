@@ -88,6 +88,8 @@ class PrefetchCursor {
   }
   // The share of step i of `parts` (a TilePrefetch's interface): the next lines at the pace set.
   [[gnu::always_inline]] void part(std::int64_t, std::int64_t) { issue(); }
+  // Whether every line has been requested.
+  bool done() const { return line_ == 0; }
 
  private:
   [[gnu::always_inline]] void next_row() {
