@@ -187,9 +187,9 @@ TEST(DecodePrefetch, RequestsTheNextTilesRowsAndNoOthers) {
 // The next tile's lines are spread over the calls the current tile makes of the prefetch cursor
 // (tile_prefetch_steps): the last line must go with the last call, neither earlier (requests in
 // a burst) nor never. A paged tile makes its products' calls once per run; counting it as one
-// run paced a paged MQA tile of four 16-token runs three times too fast. Checked by running one
-// KV group's pass over a tile's runs with a cursor over exactly that many lines (one per call),
-// then over one line more.
+// run paced a paged MQA tile of four 16-token runs three times too fast. Checked by running the
+// kernel's pass of one KV group over a tile's runs (attend_tile_in_place) with a cursor over
+// exactly that many lines (one per call), then over one line more.
 template <class Path>
 void check_prefetch_pacing(int rows, const std::vector<int>& run_keys) {
   using multihead::detail::BlockSite;
@@ -234,11 +234,7 @@ void check_prefetch_pacing(int rows, const std::vector<int>& run_keys) {
     PrefetchCursor cursor(&region, 1);
     cursor.pace(steps + extra);  // one line per call
     path.template begin<float>(problem, BlockSite{0, 0, 0, keys, true});
-    for (int i = 0, offset = 0; i < tile.count; offset += tile.runs[i++].keys)
-      path.scores(tile.runs[i].k, d, tile.runs[i].keys, offset, offset, cursor);
-    path.softmax(tile.keys);
-    for (int i = 0, offset = 0; i < tile.count; offset += tile.runs[i++].keys)
-      path.accumulate(tile.runs[i].v, d, tile.runs[i].keys, offset, cursor);
+    multihead::detail::attend_tile_in_place(path, tile, 0, 0, cursor);
     EXPECT_EQ(cursor.done(), extra == 0);
   }
 }

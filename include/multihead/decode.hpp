@@ -636,6 +636,22 @@ std::int64_t tile_prefetch_steps(const Path& path, const KvTile<S, kMaxRuns>& ti
   return steps;
 }
 
+// Group g's pass over a tile of keys [j0, j0 + tile.keys) whose rows `path` reads where they
+// are: the scores run by run, the online-softmax step, then p·v run by run.
+template <class Path, class S, int kMaxRuns>
+void attend_tile_in_place(Path& path, const KvTile<S, kMaxRuns>& tile, std::int64_t g,
+                          std::int64_t j0, PrefetchCursor& cursor) {
+  for (int i = 0, offset = 0; i < tile.count; offset += tile.runs[i++].keys) {
+    const KvRun<S>& run = tile.runs[i];
+    path.scores(run.k + g * run.k_group, run.k_stride, run.keys, j0 + offset, offset, cursor);
+  }
+  path.softmax(tile.keys);
+  for (int i = 0, offset = 0; i < tile.count; offset += tile.runs[i++].keys) {
+    const KvRun<S>& run = tile.runs[i];
+    path.accumulate(run.v + g * run.v_group, run.v_stride, run.keys, offset, cursor);
+  }
+}
+
 // Runs paths[g] (one per KV group) over keys [begin, end) of batch entry b, a tile of at most
 // tile_keys tokens at a time, the groups of a tile one after another.
 template <class Path, class Source>
@@ -667,16 +683,7 @@ void attend_keys(Path* paths, std::int64_t groups, const Source& source, std::in
       bool done = false;
       if constexpr (Path::template kReads<S>) {
         if (path.reads_in_place()) {
-          for (int i = 0, offset = 0; i < current.count; offset += current.runs[i++].keys) {
-            const KvRun<S>& run = current.runs[i];
-            path.scores(run.k + g * run.k_group, run.k_stride, run.keys, j + offset, offset,
-                        cursor);
-          }
-          path.softmax(current.keys);
-          for (int i = 0, offset = 0; i < current.count; offset += current.runs[i++].keys) {
-            const KvRun<S>& run = current.runs[i];
-            path.accumulate(run.v + g * run.v_group, run.v_stride, run.keys, offset, cursor);
-          }
+          attend_tile_in_place(path, current, g, j, cursor);
           done = true;
         }
       }
