@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building and testing multihead needs on Debian or Ubuntu, and only what is
-# missing: the compiler, CMake, Eigen 3.4, GoogleTest and Google Benchmark.
+# missing: the compiler, CMake, Eigen 3.4, GoogleTest and Google Benchmark; clang and its OpenMP
+# (the test suite builds a consumer with each compiler); matplotlib for the charts of
+# examples/plot_variants.py.
 set -euo pipefail
 
-packages=(g++ make cmake libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev)
+packages=(g++ make cmake ninja-build libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev clang libomp-dev
+          python3-matplotlib)
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then

@@ -18,6 +18,7 @@
 // byte, so it is memory-bound: GB/s is those bytes over the step's time, to hold against the
 // machine's read bandwidth.
 #include <multihead/multihead.hpp>
+#include <multihead/latent_from_dense.hpp>
 
 #include <algorithm>
 #include <chrono>

@@ -21,12 +21,13 @@ std::atomic<long> allocations{0};
 
 // The aligned forms (AlignedBuffer: the caches) are not counted; caches are made outside the
 // calls counted.
-void* operator new(std::size_t size) {
+// None of the three is inlined: GCC would then see malloc's pointer reach operator delete, or
+// free() given operator new's, and warn of a mismatch.
+[[gnu::noinline]] void* operator new(std::size_t size) {
   allocations.fetch_add(1, std::memory_order_relaxed);
   if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
   throw std::bad_alloc();
 }
-// Not inlined: GCC would then see free() given operator new's pointer and warn of a mismatch.
 [[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
 [[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 

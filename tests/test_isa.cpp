@@ -91,3 +91,34 @@ TEST(Isa, InlineNamespaceIsNamedAfterTheIsa) {
 }
 
 }  // namespace
+
+// build_info() reports what the test build asked for: this ISA, OpenMP when the build found it,
+// and the kernels from the compiled library (multihead_link without HEADER_ONLY).
+TEST(BuildInfo, ReportsTheBuild) {
+  const multihead::BuildInfo info = multihead::build_info();
+  EXPECT_STREQ(info.isa, multihead::isa_name());
+  EXPECT_TRUE(info.compiled_kernels);
+#ifdef _OPENMP
+  EXPECT_TRUE(info.openmp);
+  EXPECT_STREQ(info.threads, "openmp");
+#else
+  EXPECT_FALSE(info.openmp);
+  EXPECT_EQ(info.max_threads, 1);
+#endif
+  EXPECT_GE(info.max_threads, 1);
+  const std::string text = info.describe();
+  EXPECT_NE(text.find(std::string(info.isa) + " path"), std::string::npos) << text;
+  EXPECT_NE(text.find("compiled once"), std::string::npos) << text;
+}
+
+// The version macros are the package's version (CMake reads them from version.hpp and passes
+// its project version back here).
+TEST(BuildInfo, VersionIsTheProjectVersion) {
+  const std::string macros = std::to_string(MULTIHEAD_VERSION_MAJOR) + "." +
+                             std::to_string(MULTIHEAD_VERSION_MINOR) + "." +
+                             std::to_string(MULTIHEAD_VERSION_PATCH);
+  EXPECT_EQ(macros, MULTIHEAD_PROJECT_VERSION);
+  const multihead::BuildInfo info = multihead::build_info();
+  EXPECT_EQ(info.version_major * 10000 + info.version_minor * 100 + info.version_patch,
+            MULTIHEAD_VERSION);
+}

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <multihead/multihead.hpp>
+#include <multihead/latent_from_dense.hpp>
 
 #include "module_testing.hpp"
 #include "naive_reference.hpp"

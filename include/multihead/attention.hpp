@@ -20,13 +20,14 @@
 //                         cache rounds K and V once, on the way in).
 #pragma once
 
-#include <Eigen/Core>
+#include "eigen.hpp"
 #include <cmath>
 #include <cstdint>
 #include <optional>
 #include <random>
 #include <type_traits>
 
+#include "compiled.hpp"
 #include "config.hpp"
 #include "decode.hpp"
 #include "fused.hpp"
@@ -70,9 +71,11 @@ namespace detail {
 
 // out = x·Wᵀ (+ b) with the work split over threads: by rows of x when there are enough of
 // them, otherwise by output features, so one-token decode steps use every thread too. Each
-// thread runs one large product on its share, which Eigen does well.
-inline void project(const Eigen::Ref<const RowMatrix>& x, const RowMatrix& w, const Eigen::VectorXf& bias,
-                    RowMatrix& out, int threads) {
+// thread runs one large product on its share, which Eigen does well. A template (on this ISA's
+// ops, unused inside) so that a build with the kernels library compiles it once (compiled.hpp).
+template <class Ops = simd::Ops>
+void project(const Eigen::Ref<const RowMatrix>& x, const RowMatrix& w, const Eigen::VectorXf& bias,
+             RowMatrix& out, int threads) {
   out.resize(x.rows(), w.rows());
   const bool by_rows = x.rows() >= 32 * static_cast<Eigen::Index>(threads);
   const std::int64_t units = by_rows ? x.rows() : w.rows();
@@ -88,6 +91,9 @@ inline void project(const Eigen::Ref<const RowMatrix>& x, const RowMatrix& w, co
     }
   });
 }
+
+MULTIHEAD_INSTANCE(void project<simd::Ops>(const Eigen::Ref<const RowMatrix>&, const RowMatrix&,
+                                           const Eigen::VectorXf&, RowMatrix&, int))
 
 // The checks every forward runs on x and its options before touching anything.
 inline void check_layer_input(const Eigen::Ref<const RowMatrix>& x, std::int64_t model_dim,

@@ -38,6 +38,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "compiled.hpp"
 #include "kernel_args.hpp"
 #include "kv_cache.hpp"
 #include "latent_cache.hpp"
@@ -875,6 +876,24 @@ void run_decode(const DecodeProblem& pr, const Source& source, int threads) {
   else
     run_decode_dims<Ops, 0, 0>(pr, source, threads);
 }
+
+// The sources every cache and view overload below reads, for each storage type: compiled once
+// in a build with the kernels library (compiled.hpp).
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const ViewRuns<float>&, int))
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const ViewRuns<bf16>&, int))
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const ViewRuns<fp16>&, int))
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&,
+                                              const PagedRuns<PagedKvCache<float>>&, int))
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&,
+                                              const PagedRuns<PagedKvCache<bf16>>&, int))
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&,
+                                              const PagedRuns<PagedKvCache<fp16>>&, int))
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&,
+                                              const PagedRuns<PagedLatentCache<float>>&, int))
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&,
+                                              const PagedRuns<PagedLatentCache<bf16>>&, int))
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&,
+                                              const PagedRuns<PagedLatentCache<fp16>>&, int))
 
 // Runs a checked call: its scale and score modifiers from the options, threads resolved.
 template <class Source>

@@ -15,6 +15,13 @@
 
 #include "isa.hpp"
 
+// Exceptions are how every bad argument is reported, before anything is written; there is no
+// error-code mode. A build without them would turn each of those checks into an abort at best,
+// so it is refused here rather than failing deep inside the library.
+#if !defined(__cpp_exceptions) && !defined(__EXCEPTIONS) && !defined(_CPPUNWIND)
+#error "multihead reports bad arguments by throwing std::invalid_argument and needs C++ exceptions: remove -fno-exceptions from the translation units that include it"
+#endif
+
 #ifndef MULTIHEAD_ASSERT
 #define MULTIHEAD_ASSERT(condition) assert(condition)
 #endif

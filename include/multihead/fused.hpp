@@ -24,6 +24,7 @@
 #include <cstring>
 #include <vector>
 
+#include "compiled.hpp"
 #include "kernel_args.hpp"
 #include "microkernel.hpp"
 #include "parallel.hpp"
@@ -230,6 +231,8 @@ void run_fused(const FusedProblem& pr, int threads) {
   else
     FusedKernel<Ops, 0, 0>::run(pr, threads);
 }
+
+MULTIHEAD_INSTANCE(void run_fused<simd::Ops>(const FusedProblem&, int))
 
 }  // namespace detail
 

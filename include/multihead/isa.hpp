@@ -32,6 +32,24 @@
 #define MULTIHEAD_ISA_NAMESPACE generic
 #endif
 
+// GCC 12's AVX-512 intrinsic headers initialise their "undefined" vectors as `__m512 __Y = __Y;`,
+// and -Wall then warns wherever such an intrinsic is inlined into a caller, hundreds of times
+// through multihead's kernels and Eigen's (GCC bug 105593, fixed in GCC 13). Those warnings are
+// matched to where the intrinsic is written, so they are silenced by including the intrinsic
+// headers once here, before anything else does: multihead's headers include this one before
+// Eigen. (A program that includes Eigen or <immintrin.h> before multihead sees them again.)
+#if defined(__x86_64__) || defined(__i386__)
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+#else
+#include <immintrin.h>
+#endif
+#endif
+
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
 

@@ -25,7 +25,7 @@
 // steps, further chunks) the absorbed one; LatentForwardOptions::path picks either explicitly.
 #pragma once
 
-#include <Eigen/Core>
+#include "eigen.hpp"
 #include <array>
 #include <cmath>
 #include <cstdint>

@@ -21,7 +21,7 @@
 // Cost: one double-precision SVD of W (Eigen's BDCSVD), O(rows·model_dim·min(rows, model_dim)).
 #pragma once
 
-#include <Eigen/Core>
+#include "eigen.hpp"
 #include <Eigen/SVD>
 #include <algorithm>
 #include <cmath>

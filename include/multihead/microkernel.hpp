@@ -31,12 +31,12 @@ struct TilePrefetch {
   std::int64_t stride = 0, rows = 0, bytes = 0;  // stride and bytes per row, in bytes
 
   TilePrefetch() = default;
-  // `rows` rows of `length` elements, `stride` elements apart (float, bf16 or fp16 rows).
+  // `count` rows of `length` elements, `row_stride` elements apart (float, bf16 or fp16 rows).
   template <class T>
-  TilePrefetch(const T* row0, std::int64_t stride, std::int64_t rows, std::int64_t length)
+  TilePrefetch(const T* row0, std::int64_t row_stride, std::int64_t count, std::int64_t length)
       : base(reinterpret_cast<const char*>(row0)),
-        stride(stride * std::int64_t(sizeof(T))),
-        rows(rows),
+        stride(row_stride * std::int64_t(sizeof(T))),
+        rows(count),
         bytes(length * std::int64_t(sizeof(T))) {}
 
   // Requests part i of `parts` equal shares of the tile's cache lines, in address order.

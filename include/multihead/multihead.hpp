@@ -1,6 +1,10 @@
-// multihead: CPU attention kernels for MHA, GQA, MQA and MLA. The one public header.
+// multihead: CPU attention kernels for MHA, GQA, MQA and MLA. The public header: everything but
+// latent_from_dense.hpp (MHA → MLA by a truncated SVD), which brings Eigen's SVD and is
+// included by the programs that convert layers.
 #pragma once
 
+#include "version.hpp"
+#include "build_info.hpp"
 #include "isa.hpp"
 #include "error.hpp"
 #include "config.hpp"
@@ -28,4 +32,3 @@
 #include "varlen.hpp"
 #include "merge.hpp"
 #include "latent_attention.hpp"
-#include "latent_from_dense.hpp"

@@ -6,16 +6,18 @@
 // q_len·kv_len floats of workspace per thread.
 #pragma once
 
-#include <Eigen/Core>
+#include "eigen.hpp"
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <vector>
 
+#include "compiled.hpp"
 #include "kernel_args.hpp"
 #include "parallel.hpp"
 #include "score_pass.hpp"
+#include "simd.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
@@ -53,21 +55,12 @@ Eigen::OuterStride<> token_rows_stride(const TensorView<T>& view) {
   return Eigen::OuterStride<>(view.tokens() > 1 ? view.token_stride() : view.dim());
 }
 
-}  // namespace detail
-
-// O = softmax(scale · Q·Kᵀ, modified as modifiers.hpp says) · V for every batch and query head.
-// Query head h reads KV head h / (heads / kv_groups): GQA and MQA share K/V between heads
-// without copying.
-// Writes `o` and, when given, `lse` ([batch, heads, q_len]); throws std::invalid_argument on any
-// bad argument before writing anything.
-inline void reference_attention(const TensorView<const float>& q,
-                                const TensorView<const float>& k,
-                                const TensorView<const float>& v, const TensorView<float>& o,
-                                const KernelOptions& options = {}, LseOutput lse = {}) {
-  const KernelShape shape = check_kernel_args(q, k, v, o, lse, options);
-  const detail::ScorePass pass(options, shape);
-  const float scale = resolved_scale(options, shape.head_dim);
-  const int threads = resolve_threads(options.threads);
+// reference_attention's work after its checks. A template (on this ISA's ops, unused inside)
+// only so that a build with the kernels library compiles its Eigen products once (compiled.hpp).
+template <class Ops>
+void run_reference(const TensorView<const float>& q, const TensorView<const float>& k,
+                   const TensorView<const float>& v, const TensorView<float>& o, LseOutput lse,
+                   const KernelShape& shape, const ScorePass& pass, float scale, int threads) {
   const std::int64_t group_size = shape.group_size();
 
   // One score matrix per thread, allocated before the parallel region so nothing in it throws,
@@ -113,6 +106,30 @@ inline void reference_attention(const TensorView<const float>& q,
       o_head.noalias() = s * v_head;
     }
   });
+}
+
+MULTIHEAD_INSTANCE(void run_reference<simd::Ops>(const TensorView<const float>&,
+                                                 const TensorView<const float>&,
+                                                 const TensorView<const float>&,
+                                                 const TensorView<float>&, LseOutput,
+                                                 const KernelShape&, const ScorePass&, float, int))
+
+}  // namespace detail
+
+// O = softmax(scale · Q·Kᵀ, modified as modifiers.hpp says) · V for every batch and query head.
+// Query head h reads KV head h / (heads / kv_groups): GQA and MQA share K/V between heads
+// without copying.
+// Writes `o` and, when given, `lse` ([batch, heads, q_len]); throws std::invalid_argument on any
+// bad argument before writing anything.
+inline void reference_attention(const TensorView<const float>& q,
+                                const TensorView<const float>& k,
+                                const TensorView<const float>& v, const TensorView<float>& o,
+                                const KernelOptions& options = {}, LseOutput lse = {}) {
+  const KernelShape shape = check_kernel_args(q, k, v, o, lse, options);
+  const detail::ScorePass pass(options, shape);
+  detail::run_reference<simd::Ops>(q, k, v, o, lse, shape, pass,
+                                   resolved_scale(options, shape.head_dim),
+                                   resolve_threads(options.threads));
 }
 
 }  // namespace MULTIHEAD_ISA_NAMESPACE

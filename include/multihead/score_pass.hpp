@@ -7,7 +7,7 @@
 // A call with no modifier beyond causal never calls apply: the kernels run their plain code.
 #pragma once
 
-#include <Eigen/Core>
+#include "eigen.hpp"
 #include <algorithm>
 #include <cassert>
 #include <cmath>

@@ -53,6 +53,10 @@ struct PackedRuns {
   }
 };
 
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const PackedRuns<float>&, int))
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const PackedRuns<bf16>&, int))
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const PackedRuns<fp16>&, int))
+
 }  // namespace detail
 
 // Prefill over packed sequences: q [1, total_q, heads, head_dim], k [1, total_k, kv_groups,

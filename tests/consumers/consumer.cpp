@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 int main() {
@@ -38,6 +39,17 @@ int main() {
   layer.init_random(7);
   const RowMatrix y = layer.forward(RowMatrix::Random(6, 32));
   if (!y.allFinite()) return 1;
-  std::printf("multihead consumer ok (%s path)\n", isa_name());
+  // The build it asked for (the consumer's CMakeLists passes what it expects).
+  const BuildInfo info = build_info();
+  std::printf("%s\n", info.describe().c_str());
+#ifdef EXPECT_COMPILED_KERNELS
+  if (info.compiled_kernels != (EXPECT_COMPILED_KERNELS != 0)) return 1;
+#endif
+#ifdef EXPECT_OPENMP
+  if (info.openmp != (EXPECT_OPENMP != 0)) return 1;
+#endif
+#ifdef EXPECT_ISA
+  if (std::string(info.isa) != EXPECT_ISA) return 1;
+#endif
   return 0;
 }
