@@ -66,39 +66,81 @@ struct KvRun {
   int keys = 0;
 };
 
-// K/V views [batch, kv_len, kv_groups, dim] (a contiguous KvCache is one): one run per tile.
+// Where every batch entry's cached rows are: the one source the decode kernel reads, so that
+// the kernel is compiled once per storage type whatever holds the rows. Token t of entry b is
+//  - paged caches (tables): row t % block_size of block tables[b][t / block_size];
+//  - packed varlen buffers (first = cu_seqlens): row first[b] + t of block 0;
+//  - views [batch, tokens, groups, dim] (a contiguous cache is one): row t of block b.
+// Blocks lie k_block (v_block) elements apart; in a block, tokens k_stride (v_stride) apart and a
+// token's groups k_group (v_group) apart. A run ends at a block's end (paged) and at the entry's.
 template <class S>
-struct ViewRuns {
+struct KvRows {
   using storage_type = S;
-  TensorView<const S> k, v;
+  const S* k = nullptr;
+  const S* v = nullptr;
+  std::int64_t k_block = 0, v_block = 0, k_stride = 0, v_stride = 0, k_group = 0, v_group = 0;
+  const std::int64_t* const* tables = nullptr;  // paged: per entry, its block ids
+  std::int64_t block_size = 0;                  // paged: tokens per block
+  const std::int64_t* first = nullptr;          // packed: entry b is tokens [first[b], first[b + 1])
+  const std::int64_t* lengths = nullptr;        // paged: per entry, its length
+  std::int64_t tokens = 0;                      // views: every entry's length
 
-  std::int64_t length(std::int64_t) const { return k.tokens(); }
+  std::int64_t length(std::int64_t b) const {
+    return lengths != nullptr ? lengths[b] : first != nullptr ? first[b + 1] - first[b] : tokens;
+  }
   KvRun<S> run(std::int64_t b, std::int64_t j, std::int64_t most) const {
-    return {k.row(b, j, 0), v.row(b, j, 0), k.token_stride(), v.token_stride(),
-            k.head_stride(), v.head_stride(), int(std::min(most, k.tokens() - j))};
+    std::int64_t block = b, row = j, keys = std::min(most, length(b) - j);
+    if (tables != nullptr) {
+      block = tables[b][j / block_size];
+      row = j % block_size;
+      keys = std::min(keys, block_size - row);
+    } else if (first != nullptr) {
+      block = 0;
+      row = first[b] + j;
+    }
+    return {k + block * k_block + row * k_stride, v + block * v_block + row * v_stride,
+            k_stride, v_stride, k_group, v_group, int(keys)};
   }
 };
 
-// Sequences of a paged cache (PagedKvCache, PagedLatentCache): runs end at block boundaries.
-// In a block, token rows lie key_token_stride() (value_token_stride()) elements apart from
-// key_block() (value_block()); a latent cache's V rows are its K rows' first elements.
+// K/V views [batch, kv_len, kv_groups, dim]: one run per tile.
+template <class S>
+KvRows<S> view_rows(const TensorView<const S>& k, const TensorView<const S>& v) {
+  KvRows<S> rows;
+  rows.k = k.data();
+  rows.v = v.data();
+  rows.k_block = k.batch_stride();
+  rows.v_block = v.batch_stride();
+  rows.k_stride = k.token_stride();
+  rows.v_stride = v.token_stride();
+  rows.k_group = k.head_stride();
+  rows.v_group = v.head_stride();
+  rows.tokens = k.tokens();
+  return rows;
+}
+
+// Sequences of a paged cache (PagedKvCache, PagedLatentCache) with their block tables and
+// lengths; a token's group rows are dense, d (dv) apart. A latent cache's V rows are its K
+// rows' first elements.
 template <class Cache>
-struct PagedRuns {
-  using storage_type = typename Cache::storage_type;
-  const Cache* cache;
-  const std::int64_t* const* tables;  // per batch entry, the sequence's block ids
-  const std::int64_t* lengths;        // per batch entry, the sequence's length
-  std::int64_t d, dv;                 // a token's group rows are dense: d (dv) apart
-
-  std::int64_t length(std::int64_t b) const { return lengths[b]; }
-  KvRun<storage_type> run(std::int64_t b, std::int64_t j, std::int64_t most) const {
-    const std::int64_t block_size = cache->block_size();
-    const std::int64_t k_stride = cache->key_token_stride(), v_stride = cache->value_token_stride();
-    const std::int64_t block = tables[b][j / block_size], row = j % block_size;
-    return {cache->key_block(block) + row * k_stride, cache->value_block(block) + row * v_stride,
-            k_stride, v_stride, d, dv, int(std::min({most, block_size - row, lengths[b] - j}))};
-  }
-};
+KvRows<typename Cache::storage_type> paged_rows(const Cache& cache,
+                                                const std::int64_t* const* tables,
+                                                const std::int64_t* lengths, std::int64_t d,
+                                                std::int64_t dv) {
+  KvRows<typename Cache::storage_type> rows;
+  rows.k = cache.key_block(0);
+  rows.v = cache.value_block(0);
+  rows.k_block = cache.key_block_stride();
+  rows.v_block = cache.value_block_stride();
+  rows.k_stride = cache.key_token_stride();
+  rows.v_stride = cache.value_token_stride();
+  rows.k_group = d;
+  rows.v_group = dv;
+  rows.tables = tables;
+  rows.block_size = cache.block_size();
+  rows.lengths = lengths;
+  return rows;
+}
 
 // ---- The problem and its per-thread buffers ------------------------------------------------
 
@@ -877,23 +919,11 @@ void run_decode(const DecodeProblem& pr, const Source& source, int threads) {
     run_decode_dims<Ops, 0, 0>(pr, source, threads);
 }
 
-// The sources every cache and view overload below reads, for each storage type: compiled once
-// in a build with the kernels library (compiled.hpp).
-MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const ViewRuns<float>&, int))
-MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const ViewRuns<bf16>&, int))
-MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const ViewRuns<fp16>&, int))
-MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&,
-                                              const PagedRuns<PagedKvCache<float>>&, int))
-MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&,
-                                              const PagedRuns<PagedKvCache<bf16>>&, int))
-MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&,
-                                              const PagedRuns<PagedKvCache<fp16>>&, int))
-MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&,
-                                              const PagedRuns<PagedLatentCache<float>>&, int))
-MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&,
-                                              const PagedRuns<PagedLatentCache<bf16>>&, int))
-MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&,
-                                              const PagedRuns<PagedLatentCache<fp16>>&, int))
+// Every view, cache and varlen overload reads its rows through KvRows: compiled once per storage
+// type in a build with the kernels library (compiled.hpp).
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const KvRows<float>&, int))
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const KvRows<bf16>&, int))
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const KvRows<fp16>&, int))
 
 // Runs a checked call: its scale and score modifiers from the options, threads resolved.
 template <class Source>
@@ -918,7 +948,7 @@ void decode_cache(const TensorView<const float>& q, const TensorView<const Stora
   extents.head_dim = keys.dim();
   extents.value_dim = values.dim();
   decode(q, o, lse, options, check_cache_call_args(q, o, lse, options, extents),
-         ViewRuns<Storage>{keys, values});
+         view_rows(keys, values));
 }
 
 // A call over sequences of a paged cache, whose tokens are kv_groups K rows of head_dim and V
@@ -945,7 +975,7 @@ void decode_paged(const TensorView<const float>& q, const Cache& cache,
     extents.kv_len = std::max(extents.kv_len, lengths.back());
   }
   decode(q, o, lse, options, check_cache_call_args(q, o, lse, options, extents),
-         PagedRuns<Cache>{&cache, tables.data(), lengths.data(), head_dim, value_dim});
+         paged_rows(cache, tables.data(), lengths.data(), head_dim, value_dim));
 }
 
 }  // namespace detail
@@ -960,7 +990,7 @@ void decode_attention(const TensorView<const float>& q, const TensorView<const S
                       const KernelOptions& options = {}, LseOutput lse = {}) {
   static_assert(is_storage_type_v<Storage>, "decode_attention: K/V must be float, bf16 or fp16");
   const KernelShape shape = check_kernel_args(q, k, v, o, lse, options);
-  detail::decode(q, o, lse, options, shape, detail::ViewRuns<Storage>{k, v});
+  detail::decode(q, o, lse, options, shape, detail::view_rows(k, v));
 }
 
 // q [cache.batch(), q_len, heads, head_dim] over the cache's length() tokens. With causal

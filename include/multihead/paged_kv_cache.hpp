@@ -112,6 +112,10 @@ class PagedKvCache {
   }
   std::int64_t key_token_stride() const noexcept { return kv_groups_ * head_dim_; }
   std::int64_t value_token_stride() const noexcept { return kv_groups_ * value_dim_; }
+  // Elements from one block's first key (value) row to the next block's: key_block(i) is
+  // key_block(0) + i·key_block_stride().
+  std::int64_t key_block_stride() const noexcept { return key_block_stride_; }
+  std::int64_t value_block_stride() const noexcept { return value_block_stride_; }
 
   // The filled rows of the sequence's i-th block as [1, rows, kv_groups, dim] views, where rows
   // is block_size for every block but the last: what a kernel walks block by block.

@@ -104,6 +104,9 @@ class PagedLatentCache {
   }
   std::int64_t key_token_stride() const noexcept { return row(); }
   std::int64_t value_token_stride() const noexcept { return row(); }
+  // Elements from one block's first row to the next block's, for keys and values alike.
+  std::int64_t key_block_stride() const noexcept { return block_stride_; }
+  std::int64_t value_block_stride() const noexcept { return block_stride_; }
 
   // The filled rows of the sequence's i-th block as views [1, rows, 1, latent_dim + rope_dim]
   // (keys) and [1, rows, 1, latent_dim] (values) of the same memory, where rows is block_size

@@ -39,23 +39,14 @@ inline void check_no_masks(const KernelOptions& options) {
           "heads, q_len, kv_len] has no per-sequence meaning); use a custom modifier");
 }
 
-// Sequence b of packed K/V views [1, total, kv_groups, dim]: one run per tile.
+// Packed K/V views [1, total, kv_groups, dim], sequence b owning tokens [cu[b], cu[b + 1]).
 template <class S>
-struct PackedRuns {
-  using storage_type = S;
-  TensorView<const S> k, v;
-  const std::int64_t* cu;
-
-  std::int64_t length(std::int64_t b) const { return cu[b + 1] - cu[b]; }
-  KvRun<S> run(std::int64_t b, std::int64_t j, std::int64_t most) const {
-    return {k.row(0, cu[b] + j, 0), v.row(0, cu[b] + j, 0), k.token_stride(), v.token_stride(),
-            k.head_stride(), v.head_stride(), int(std::min(most, length(b) - j))};
-  }
-};
-
-MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const PackedRuns<float>&, int))
-MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const PackedRuns<bf16>&, int))
-MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const PackedRuns<fp16>&, int))
+KvRows<S> packed_rows(const TensorView<const S>& k, const TensorView<const S>& v,
+                      const std::int64_t* cu) {
+  KvRows<S> rows = view_rows(k, v);
+  rows.first = cu;
+  return rows;
+}
 
 }  // namespace detail
 
@@ -115,7 +106,7 @@ void decode_attention_varlen(const TensorView<const float>& q, const TensorView<
   for (std::int64_t b = 0; b < n; ++b)
     extents.kv_len = std::max(extents.kv_len, cu_seqlens_k.data[b + 1] - cu_seqlens_k.data[b]);
   detail::decode(q, o, lse, options, check_cache_call_args(q, o, lse, options, extents),
-                 detail::PackedRuns<Storage>{k, v, cu_seqlens_k.data});
+                 detail::packed_rows(k, v, cu_seqlens_k.data));
 }
 
 }  // namespace MULTIHEAD_ISA_NAMESPACE
