@@ -23,9 +23,9 @@
 // time, to hold against the read bandwidth.
 //
 // Every time is the median of several runs, shown with its interquartile range: the machine may
-// be shared, and a spread says so where a single figure cannot. Prefills run 5 times (3 before:
-// too few for quartiles); decode steps 16 times. A warning (stderr, and under the tables) marks
-// figures a busy machine spoiled: the rule is at kBusyFraction below.
+// be shared, and a spread says so where a single figure cannot. Prefills run 7 times and decode
+// steps 24 (3 and 16 before: too few for steady quartiles). A warning (stderr, and under the
+// tables) marks figures a busy machine spoiled: the rule is at kBusyFraction below.
 //
 // The SVD is the slow part: [Wk; Wv] is 4096 × 2048 at the defaults, 10-16 s of one core in
 // double precision, and latent_from_dense computes it afresh for every rank asked of it: five
@@ -55,8 +55,8 @@
 #include <vector>
 
 #ifdef __linux__
+#include <dirent.h>
 #include <sys/resource.h>
-#include <unistd.h>
 #endif
 
 namespace {
@@ -175,55 +175,59 @@ std::string format(const char* pattern, ...) {
 }
 
 // Timed runs after the warm-ups: a prefill, a decode step, an FMA burst, a pass over the read
-// buffer.
-constexpr int kPrefillRuns = 5, kPrefillWarmups = 1;
-constexpr int kDecodeSteps = 16, kDecodeWarmups = 2;
-constexpr int kFmaRuns = 15, kReadRuns = 9;  // bursts of a few ms, passes of 512 MiB
+// buffer. Enough for quartiles that hold still from run to run; the peaks' kernels take a few ms
+// a call at two threads (more where they share the cores), so their runs cost little.
+constexpr int kPrefillRuns = 7, kPrefillWarmups = 1;
+constexpr int kDecodeSteps = 24, kDecodeWarmups = 2;
+constexpr int kFmaRuns = 31, kReadRuns = 31;
 
 // The busy-machine rule, one threshold for its three tests: a timing whose interquartile range
 // is more than this fraction of its median; a peak that differs between its measurement before
-// the layers and after them by more than this fraction of the higher one; a timed stage during
-// which other processes used more than this fraction of the machine's CPU time. Runs of the same
-// work on a quiet machine keep well inside it; another process on one of the cores, taking turns
-// with a thread of ours, does not. The third test is there because the first two can both miss
-// it: on two cores shared with a compiler, decode steps ran at a steady 40 ms instead of 1-5 ms,
-// and FMA bursts at a steady 8 ms instead of 3.4 (half the peak), spreads as tight as a quiet
-// run's.
-constexpr double kBusyFraction = 0.10;
+// the layers and after them by more than this fraction of the higher one; a stage that times
+// something during which our threads, ready to run, waited for a CPU more than this fraction of
+// the time. On the two idle cores of the virtual machine this was written on, the IQRs of decode
+// steps stayed under 11 % (steps under a millisecond), FMA bursts under 10 %, and the threads
+// waited 0-1 %; a compiler on the cores made them wait about half the time. Passes over the read
+// buffer, though, varied by 20-30 % and the read peak by up to 14 % with no other process in the
+// machine: the host's memory bandwidth is shared too, and a warning then says the GB/s fractions
+// are that uncertain. The third test is there because the first two can both miss a compiler:
+// decode steps ran at a steady 40 ms instead of 1-5 ms, and FMA bursts at a steady 8 ms instead
+// of 3.5 (half the peak), spreads as tight as a quiet run's.
+constexpr double kBusyFraction = 0.15;
 
-// CPU seconds used so far by the whole machine (Linux's /proc/stat: every state but idle and
-// iowait, summed over the CPUs, steal included, since another guest took it from us) and by this
-// process. NaN for the machine where there is no /proc/stat: the test is skipped there.
-struct CpuTimes {
-  double machine = NAN, self = NAN;
-};
-
-CpuTimes cpu_times() {
-  CpuTimes times;
+// Seconds the threads of this process have spent ready to run but waiting for a CPU: the second
+// field of Linux's per-thread /proc/self/task/*/schedstat, in ns (a run-queue wait: a thread
+// that sleeps in a barrier or on I/O is not waiting). NaN where there is no such file: the test
+// is skipped there. Threads that exited take their waits with them; OpenMP keeps its own.
+double cpu_wait_seconds() {
+  double total = NAN;
 #ifdef __linux__
-  if (std::FILE* stat = std::fopen("/proc/stat", "r")) {
-    unsigned long long user, nice, system, idle, iowait, irq, softirq, steal;
-    if (std::fscanf(stat, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user, &nice, &system,
-                    &idle, &iowait, &irq, &softirq, &steal) == 8)
-      times.machine = static_cast<double>(user + nice + system + irq + softirq + steal) /
-                      static_cast<double>(sysconf(_SC_CLK_TCK));
-    std::fclose(stat);
+  if (DIR* tasks = opendir("/proc/self/task")) {
+    while (const dirent* task = readdir(tasks)) {
+      if (task->d_name[0] == '.') continue;
+      const std::string path = std::string("/proc/self/task/") + task->d_name + "/schedstat";
+      if (std::FILE* stat = std::fopen(path.c_str(), "r")) {
+        unsigned long long run = 0, wait = 0;
+        if (std::fscanf(stat, "%llu %llu", &run, &wait) == 2)
+          total = (std::isnan(total) ? 0.0 : total) + 1e-9 * static_cast<double>(wait);
+        std::fclose(stat);
+      }
+    }
+    closedir(tasks);
   }
-  rusage usage{};
-  if (getrusage(RUSAGE_SELF, &usage) == 0)
-    times.self = static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
-                 1e-6 * static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
 #endif
-  return times;
+  return total;
 }
 
-// The machine's CPUs, for the share of their time other processes took.
-int online_cpus() {
+// CPU seconds this process has used, user and system: the run's total, beside its wall time.
+double cpu_seconds() {
 #ifdef __linux__
-  return static_cast<int>(std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
-#else
-  return 1;
+  rusage usage{};
+  if (getrusage(RUSAGE_SELF, &usage) == 0)
+    return static_cast<double>(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+           1e-6 * static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
 #endif
+  return NAN;
 }
 
 template <class F>
@@ -268,7 +272,7 @@ Timing time_runs(int warmups, int runs, F&& run) {
 struct Stage {
   std::string what;
   double seconds;
-  double others;  // the fraction of the machine's CPU time other processes took; NaN: unknown
+  double waited;  // the fraction of the time our threads waited for a CPU; NaN: unknown
   bool timed;     // whether the stage timed something (judge() ran in it)
 };
 
@@ -276,8 +280,10 @@ struct Stage {
 // the rule, with every test it broke.
 class Log {
  public:
+  explicit Log(int threads) : threads_(threads) {}
+
   // Runs one stage: its line goes out before the work starts (flushed, so that a slow stage
-  // shows what it is waiting for), its time and the other processes' share of the CPUs when the
+  // shows what it is waiting for), its time and how long our threads waited for a CPU when the
   // work is done, then its warning if it has one.
   template <class F>
   auto stage(const std::string& what, F&& work) {
@@ -285,24 +291,20 @@ class Log {
     std::fflush(stderr);
     timed_ = false;
     reasons_.clear();
-    const CpuTimes cpu_before = cpu_times();
+    const double wait_before = cpu_wait_seconds();
     const auto start = std::chrono::steady_clock::now();
     auto result = work();
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const CpuTimes cpu_after = cpu_times();
-    // /proc/stat counts in clock ticks, so a share is good to a few ticks: a few % of a timed
-    // stage (half a second or more), nothing to go by in the short untimed ones.
-    const double others = std::max(0.0, (cpu_after.machine - cpu_before.machine -
-                                         (cpu_after.self - cpu_before.self)) /
-                                            (elapsed * cpus_));
-    if (std::isfinite(others))
-      std::fprintf(stderr, "%.2f s (other processes: %.0f%% of the %d CPUs)\n", elapsed,
-                   100 * others, cpus_);
+    // Over the threads a kernel runs: two of ours and a compiler on two cores show about 50 %.
+    const double waited = (cpu_wait_seconds() - wait_before) / (elapsed * threads_);
+    if (std::isfinite(waited))
+      std::fprintf(stderr, "%.2f s (threads waited for a CPU %.0f%% of it)\n", elapsed,
+                   100 * waited);
     else
       std::fprintf(stderr, "%.2f s\n", elapsed);
-    if (timed_ && others > kBusyFraction)
-      flag(format("other processes took %.0f%% of the CPU time", 100 * others));
+    if (timed_ && waited > kBusyFraction)
+      flag(format("our threads waited for a CPU %.0f%% of the time", 100 * waited));
     if (!reasons_.empty()) {
       std::string warning = what;
       for (std::size_t i = 0; i < reasons_.size(); ++i) warning += (i == 0 ? ": " : "; ") + reasons_[i];
@@ -311,12 +313,12 @@ class Log {
       std::fprintf(stderr, "compare_variants: WARNING: %s\n", warnings_.back().c_str());
     }
     std::fflush(stderr);
-    stages_.push_back({what, elapsed, others, timed_});
+    stages_.push_back({what, elapsed, waited, timed_});
     return result;
   }
 
   // The spread test of the busy-machine rule, on the timing of `runs` (plural: "steps",
-  // "prefills"); the stage's CPU-share test follows when the stage ends.
+  // "prefills"); the stage's CPU-wait test follows when the stage ends.
   void judge(const char* runs, const Timing& timing) {
     timed_ = true;
     if (timing.spread() > kBusyFraction)
@@ -333,7 +335,7 @@ class Log {
   std::vector<std::string> warnings_;
   std::vector<std::string> reasons_;  // the current stage's
   bool timed_ = false;
-  const int cpus_ = online_cpus();
+  int threads_;
 };
 
 // One measurement of the machine's peaks on `threads` threads: bench/peak.cpp's kernels, timed
@@ -603,8 +605,8 @@ std::vector<std::string> busy_tests() {
   const double percent = 100 * kBusyFraction;
   return {format("a timing whose IQR is over %.0f%% of its median", percent),
           format("a peak that moved by over %.0f%% between before and after the layers", percent),
-          format("other processes using over %.0f%% of the CPUs' time during a stage that times "
-                 "something", percent)};
+          format("threads ready to run that waited for a CPU over %.0f%% of the time, in a stage "
+                 "that times something", percent)};
 }
 
 // Everything a run measured: what the tables print and the JSON holds.
@@ -714,8 +716,8 @@ void print_tables(const Results& r, const std::vector<std::string>& warnings) {
               "projections concentrate their energy in fewer directions.\n",
               r.ranks.svd_rows, r.ranks.svd_cols, r.ranks.tokens);
 
-  std::printf("\nBusy-machine rule: any of these means other work shared the cores, and marks "
-              "figures unreliable:\n");
+  std::printf("\nBusy-machine rule: any of these means other work shared the cores or the memory, "
+              "and marks figures unreliable:\n");
   for (const std::string& test : busy_tests()) std::printf("  - %s\n", test.c_str());
   if (warnings.empty())
     std::printf("No warnings: every figure passed.\n");
@@ -916,7 +918,7 @@ void write_json(std::FILE* out, const Results& r, const Log& log) {
     json.open(nullptr, '{', true)
         .value("stage", stage.what)
         .value("seconds", stage.seconds)
-        .value("other_processes_cpu_fraction", stage.others)
+        .value("waited_for_cpu_fraction", stage.waited)
         .value("timed", stage.timed)
         .close('}');
   json.close(']');
@@ -1000,7 +1002,7 @@ int main(int argc, char** argv) {
   results.threads = resolve_threads(settings.threads);
   results.head_dim = config.head_dim;
   const int threads = results.threads;
-  Log log;
+  Log log(threads);
   try {
     results.peaks.before = log.stage(
         format("measuring the machine's FMA rate and read bandwidth on %s",
@@ -1031,7 +1033,7 @@ int main(int argc, char** argv) {
   }
   results.wall_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  results.cpu_seconds = cpu_times().self;
+  results.cpu_seconds = cpu_seconds();
   std::fprintf(stderr, "compare_variants: done in %.1f s (%.1f s of CPU)%s\n", results.wall_seconds,
                results.cpu_seconds,
                log.warnings().empty() ? ""

@@ -57,8 +57,9 @@ def describe(run):
 def busy_note(fig, run):
     """Marks a chart whose figures the run's busy-machine rule flagged."""
     if run.get("warnings"):
-        fig.text(0.01, 0.01, "machine busy during the run: %d warnings, see the JSON"
-                 % len(run["warnings"]), fontsize=8, color="tab:red", ha="left", va="bottom")
+        fig.text(0.01, 0.01, "%d busy-machine warnings in this run (see the JSON's \"warnings\"): "
+                 "some timings are uncertain" % len(run["warnings"]),
+                 fontsize=8, color="tab:red", ha="left", va="bottom")
 
 
 def plot_decode(plt, run, path):
@@ -71,7 +72,7 @@ def plot_decode(plt, run, path):
         ax.errorbar(row["kv_bytes_per_token"], ms, yerr=[[below], [above]], capsize=3,
                     color=colour, marker=STORAGE_MARKERS.get(row["storage"], "^"),
                     markersize=8, linestyle="none")
-        ax.annotate("%s %s\n%.0f%% of read peak"
+        ax.annotate("%s %s\n(%.0f%%)"
                     % (row["variant"], row["storage"], 100 * row["fraction_of_read_peak"]),
                     (row["kv_bytes_per_token"], ms), textcoords="offset points", xytext=(7, 4),
                     fontsize=8, color=colour)
@@ -79,6 +80,8 @@ def plot_decode(plt, run, path):
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda value, _: "%d" % value))
     ax.set_xlabel("KV-cache bytes per token (one layer)")
     ax.set_ylabel("decode time per token, ms (median, IQR bars)")
+    ax.text(0.99, 0.02, "(n%): the step's GB/s as a share of the machine's read peak",
+            transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="dimgray")
     top = max(1e3 * row["seconds"]["q3"] for row in run["decode"])
     ax.set_ylim(0, 1.2 * top)  # room above the highest point for its label
     ax.margins(x=0.15)
