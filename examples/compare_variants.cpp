@@ -510,13 +510,13 @@ DecodeRow measure_decode(const char* name, const char* storage, Layer& layer,
 }
 
 // One layer of the variant: its prefill, then decoding over an fp32 and a bf16 cache, a stage
-// each.
+// each (the first also draws the random weights: the stages' times add up to the run's).
 template <class Layer, class Config>
 void measure(const char* name, const Config& config, const Settings& settings, Log& log,
              std::vector<PrefillRow>& prefill, std::vector<DecodeRow>& decode) {
   Layer layer(config);
-  layer.init_random(42);
   prefill.push_back(log.stage(format("%s: prefill of %lld tokens", name, settings.tokens), [&] {
+    layer.init_random(42);
     return measure_prefill(name, layer, settings, log);
   }));
   decode.push_back(log.stage(format("%s: decode over an fp32 cache of %lld tokens", name,
@@ -556,12 +556,12 @@ multihead::MLA truncate(const multihead::LatentConversion& full, std::int64_t ra
   return layer;
 }
 
-// The MHA layer as MLA at ranks from full down to 1/64 of it: the relative error of the stacked
-// K/V weights, and the relative error of the outputs on random input (max|Δy| / max|y| over
-// `tokens` tokens, causal). A stage for the SVD, one per rank.
-RankStudy measure_ranks(const multihead::MHA& mha, const Settings& settings, Log& log) {
+// The MHA layer (of `c`, with the weights measure() gave it: the same seed) as MLA at ranks from
+// full down to 1/64 of it: the relative error of the stacked K/V weights, and the relative error
+// of the outputs on random input (max|Δy| / max|y| over `tokens` tokens, causal). A stage for the
+// SVD, one per rank.
+RankStudy measure_ranks(const multihead::LayerConfig& c, const Settings& settings, Log& log) {
   using namespace multihead;
-  const LayerConfig& c = mha.config();
   RankStudy study;
   study.svd_rows = c.kv_groups * (c.head_dim + c.v_dim());
   study.svd_cols = c.model_dim;
@@ -573,10 +573,11 @@ RankStudy measure_ranks(const multihead::MHA& mha, const Settings& settings, Log
       format("MHA -> MLA: SVD of the %lld x %lld K/V projection, once for every rank",
              study.svd_rows, study.svd_cols),
       [&] {
+        MHA mha(c);
+        mha.init_random(42);
         ForwardOptions options;
         options.threads = settings.threads;
-        MHA dense = mha;  // forward() is not const: it keeps its scratch in the layer
-        y = dense.forward(x, options);
+        y = mha.forward(x, options);
         return latent_from_dense(mha, LatentRank::fixed(full));
       });
   // ‖W − W_r‖_F / ‖W‖_F from the singular values, which the conversion returns for this: the
@@ -1012,9 +1013,7 @@ int main(int argc, char** argv) {
     measure<GQA>("GQA", gqa_config, settings, log, results.prefill, results.decode);
     measure<MQA>("MQA", mqa_config, settings, log, results.prefill, results.decode);
     measure<MLA>("MLA", latent, settings, log, results.prefill, results.decode);
-    MHA mha(mha_config);  // the measured MHA layer again: the same seed, the same weights
-    mha.init_random(42);
-    results.ranks = measure_ranks(mha, settings, log);
+    results.ranks = measure_ranks(mha_config, settings, log);
     results.peaks.after = log.stage("measuring the machine's peaks again", [&] {
       PeakSample after = measure_peaks(threads, log);
       judge_drift("FMA", "GFLOP/s", results.peaks.before.flops_per_second(),
