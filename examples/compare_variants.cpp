@@ -186,7 +186,7 @@ constexpr int kFmaRuns = 31, kReadRuns = 31;
 // the layers and after them by more than this fraction of the higher one; a stage that times
 // something during which our threads, ready to run, waited for a CPU more than this fraction of
 // the time. On the two idle cores of the virtual machine this was written on, the IQRs of decode
-// steps stayed under 11 % (steps under a millisecond), FMA bursts under 10 %, and the threads
+// steps stayed under 12 % (steps under a millisecond), FMA bursts under 10 %, and the threads
 // waited 0-1 %; a compiler on the cores made them wait about half the time. Passes over the read
 // buffer, though, varied by 20-30 % and the read peak by up to 14 % with no other process in the
 // machine: the host's memory bandwidth is shared too, and a warning then says the GB/s fractions
@@ -624,10 +624,11 @@ struct Results {
 
 // The tables, one row printer each.
 
-void print_peak_row(const char* what, double scale, const Timing& before_timing, double before,
+// Rates per second, shown in G (GFLOP/s, GB/s).
+void print_peak_row(const char* what, const Timing& before_timing, double before,
                     const Timing& after_timing, double after, double best) {
-  std::printf("%-16s %10.1f %6.1f %10.1f %6.1f %10.1f\n", what, before / scale,
-              100 * before_timing.spread(), after / scale, 100 * after_timing.spread(), best / scale);
+  std::printf("%-16s %10.1f %6.1f %10.1f %6.1f %10.1f\n", what, before / 1e9,
+              100 * before_timing.spread(), after / 1e9, 100 * after_timing.spread(), best / 1e9);
 }
 
 void print_peaks(const Results& r) {
@@ -635,9 +636,9 @@ void print_peaks(const Results& r) {
   std::printf("Machine peaks on %s (bench/peak.cpp, %s kernels), before and after the layers:\n",
               counted(r.threads, "thread").c_str(), bench::peak_isa());
   std::printf("%-16s %10s %6s %10s %6s %10s\n", "peak", "before", "IQR%", "after", "IQR%", "best");
-  print_peak_row("FMA GFLOP/s", 1e9, p.before.fma, p.before.flops_per_second(), p.after.fma,
+  print_peak_row("FMA GFLOP/s", p.before.fma, p.before.flops_per_second(), p.after.fma,
                  p.after.flops_per_second(), p.flops_per_second());
-  print_peak_row("read GB/s", 1e9, p.before.read, p.before.bytes_per_second(), p.after.read,
+  print_peak_row("read GB/s", p.before.read, p.before.bytes_per_second(), p.after.read,
                  p.after.bytes_per_second(), p.bytes_per_second());
   std::printf("The best of %d FMA bursts (%.1f ms each) and of %d passes over %lld MiB; \"of peak\" "
               "below divides by the best.\n",
