@@ -1036,9 +1036,10 @@ int main(int argc, char** argv) {
   results.cpu_seconds = cpu_seconds();
   std::fprintf(stderr, "compare_variants: done in %.1f s (%.1f s of CPU)%s\n", results.wall_seconds,
                results.cpu_seconds,
-               log.warnings().empty() ? ""
-                                      : format(", with %zu warnings: the machine was busy",
-                                               log.warnings().size()).c_str());
+               log.warnings().empty()
+                   ? ""
+                   : (", with " + counted(static_cast<long long>(log.warnings().size()), "warning") +
+                      ": the machine was busy").c_str());
 
   print_tables(results, log.warnings());
   if (json != nullptr) {

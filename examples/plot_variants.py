@@ -55,10 +55,11 @@ def describe(run):
 
 
 def busy_note(fig, run):
-    """Marks a chart whose figures the run's busy-machine rule flagged."""
-    if run.get("warnings"):
-        fig.text(0.01, 0.01, "%d busy-machine warnings in this run (see the JSON's \"warnings\"): "
-                 "some timings are uncertain" % len(run["warnings"]),
+    """Marks a chart of timings that the run's busy-machine rule flagged."""
+    count = len(run.get("warnings", []))
+    if count:
+        fig.text(0.01, 0.01, "%d busy-machine warning%s in this run (see the JSON's \"warnings\"): "
+                 "some timings are uncertain" % (count, "" if count == 1 else "s"),
                  fontsize=8, color="tab:red", ha="left", va="bottom")
 
 
@@ -141,8 +142,7 @@ def plot_ranks(plt, run, path):
     ax.set_title("MHA -> MLA by a truncated SVD of [Wk; Wv] (%d x %d), random weights\n%s"
                  % (run["ranks"]["svd_rows"], run["ranks"]["svd_cols"], describe(run)),
                  fontsize=10)
-    busy_note(fig, run)
-    fig.tight_layout()
+    fig.tight_layout()  # no busy note: nothing here is a timing
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
