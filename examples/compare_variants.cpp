@@ -30,10 +30,11 @@
 // The SVD is the slow part: [Wk; Wv] is 4096 × 2048 at the defaults, 10-16 s of one core in
 // double precision, and latent_from_dense computes it afresh for every rank asked of it: five
 // ranks took about three quarters of the 63 s the whole run used to take on two idle cores
-// (about 110 s on busy ones). So it runs once, at full rank, and each lower rank keeps the leading directions of that
-// conversion (truncate() below): the layer latent_from_dense returns for that rank, weight for
-// weight. Each further rank costs a forward over 64 tokens, so the ranks now go down to 1/64 of
-// full (1/16 before), and the default run takes about 30 s on two cores shared with a compiler.
+// (about 110 s on busy ones). So it runs once, at full rank, and each lower rank keeps the
+// leading directions of that conversion (truncate() below): the layer latent_from_dense returns
+// for that rank, weight for weight. Each further rank costs a forward over 64 tokens, so the
+// ranks now go down to 1/64 of full (1/16 before), and the default run takes about 15 s on two
+// idle cores, 30 s on two cores shared with a compiler.
 //
 // The run says what it is doing on stderr, one line per stage; --json FILE writes every figure of
 // the tables to FILE, for examples/plot_variants.py to chart.
@@ -307,7 +308,8 @@ class Log {
       flag(format("our threads waited for a CPU %.0f%% of the time", 100 * waited));
     if (!reasons_.empty()) {
       std::string warning = what;
-      for (std::size_t i = 0; i < reasons_.size(); ++i) warning += (i == 0 ? ": " : "; ") + reasons_[i];
+      for (std::size_t i = 0; i < reasons_.size(); ++i)
+        warning += (i == 0 ? ": " : "; ") + reasons_[i];
       warnings_.push_back(warning + format(" (limit %.0f%%): the machine is busy, these figures "
                                            "are unreliable", 100 * kBusyFraction));
       std::fprintf(stderr, "compare_variants: WARNING: %s\n", warnings_.back().c_str());
@@ -503,8 +505,9 @@ DecodeRow measure_decode(const char* name, const char* storage, Layer& layer,
   const auto options = forward_options(layer, settings);
   const double bytes = 4.0 * static_cast<double>(layer.parameter_count()) +
                        static_cast<double>(cache.bytes_per_token()) * settings.context;
-  DecodeRow row{name, storage, cache.bytes_per_token(), bytes,
-                time_runs(kDecodeWarmups, kDecodeSteps, [&] { layer.forward(x, cache, y, options); })};
+  DecodeRow row{
+      name, storage, cache.bytes_per_token(), bytes,
+      time_runs(kDecodeWarmups, kDecodeSteps, [&] { layer.forward(x, cache, y, options); })};
   log.judge("steps", row.time);
   return row;
 }
@@ -519,13 +522,12 @@ void measure(const char* name, const Config& config, const Settings& settings, L
     layer.init_random(42);
     return measure_prefill(name, layer, settings, log);
   }));
-  decode.push_back(log.stage(format("%s: decode over an fp32 cache of %lld tokens", name,
-                                    settings.context),
-                             [&] { return measure_decode<float>(name, "fp32", layer, settings, log); }));
-  decode.push_back(log.stage(format("%s: decode over a bf16 cache of %lld tokens", name,
-                                    settings.context), [&] {
-    return measure_decode<multihead::bf16>(name, "bf16", layer, settings, log);
-  }));
+  decode.push_back(
+      log.stage(format("%s: decode over an fp32 cache of %lld tokens", name, settings.context),
+                [&] { return measure_decode<float>(name, "fp32", layer, settings, log); }));
+  decode.push_back(log.stage(
+      format("%s: decode over a bf16 cache of %lld tokens", name, settings.context),
+      [&] { return measure_decode<multihead::bf16>(name, "bf16", layer, settings, log); }));
 }
 
 struct RankRow {
@@ -551,7 +553,8 @@ multihead::MLA truncate(const multihead::LatentConversion& full, std::int64_t ra
   layer.set_weight(LatentWeight::q_proj, full.layer.weight(LatentWeight::q_proj));
   layer.set_weight(LatentWeight::kv_a_proj_with_mqa,
                    full.layer.weight(LatentWeight::kv_a_proj_with_mqa).topRows(rank));
-  layer.set_weight(LatentWeight::kv_b_proj, full.layer.weight(LatentWeight::kv_b_proj).leftCols(rank));
+  layer.set_weight(LatentWeight::kv_b_proj,
+                   full.layer.weight(LatentWeight::kv_b_proj).leftCols(rank));
   layer.set_weight(LatentWeight::o_proj, full.layer.weight(LatentWeight::o_proj));
   return layer;
 }
@@ -640,10 +643,11 @@ void print_peaks(const Results& r) {
                  p.after.flops_per_second(), p.flops_per_second());
   print_peak_row("read GB/s", p.before.read, p.before.bytes_per_second(), p.after.read,
                  p.after.bytes_per_second(), p.bytes_per_second());
-  std::printf("The best of %d FMA bursts (%.1f ms each) and of %d passes over %lld MiB; \"of peak\" "
-              "below divides by the best.\n",
-              kFmaRuns, 1e3 * p.before.fma.median(), kReadRuns,
-              static_cast<long long>(bench::kReadBufferBytes >> 20));
+  std::printf(
+      "The best of %d FMA bursts (%.1f ms each) and of %d passes over %lld MiB; \"of peak\" "
+      "below divides by the best.\n",
+      kFmaRuns, 1e3 * p.before.fma.median(), kReadRuns,
+      static_cast<long long>(bench::kReadBufferBytes >> 20));
 }
 
 void print_prefill_row(const PrefillRow& row, const Results& r) {
@@ -682,7 +686,8 @@ void print_tables(const Results& r, const std::vector<std::string>& warnings) {
               "parameters", "prefill ms", "IQR%", "tokens/s", "GFLOP/s", "of peak");
   for (const PrefillRow& row : r.prefill) print_prefill_row(row, r);
 
-  std::printf("\nDecode, one sequence, one token per step, at a context of %lld tokens:\n", s.context);
+  std::printf("\nDecode, one sequence, one token per step, at a context of %lld tokens:\n",
+              s.context);
   std::printf("%-8s %6s %15s %16s %10s %6s %10s %8s %8s\n", "variant", "cache", "KV bytes/token",
               "KV MiB @context", "ms/token", "IQR%", "tokens/s", "GB/s", "of peak");
   for (const DecodeRow& row : r.decode) print_decode_row(row, r);
@@ -697,26 +702,28 @@ void print_tables(const Results& r, const std::vector<std::string>& warnings) {
                 "the CPU's caches\nfrom the step before, and does not come from memory.\n",
                 cached.c_str());
 
-  std::printf("\nKV bytes: what one layer caches per token (MLA: its latent and RoPE key). Prefill: "
-              "median of %d runs;\nGFLOP/s counts 2 per multiply-add of the projections "
-              "(2 x tokens x weights) and of causal attention\n(tokens x (tokens + 1) / 2 pairs x "
-              "heads x (q.k + v dims)), over the FMA peak. Decode: median of %d steps;\na step "
-              "runs the whole layer and reads the cache with decode_attention (MLA: absorbed, over "
-              "the latents).\nGB/s: the fp32 weights and the cache a step reads, over its time, "
-              "against the read peak. MLA: latent %lld,\nRoPE key %lld, heads %lld + %lld for q.k "
-              "and %lld for v. IQR%%: the interquartile range of the runs, in %% of their "
-              "median.\n",
-              kPrefillRuns, kDecodeSteps, s.latent, s.rope_dim, r.head_dim, s.rope_dim, r.head_dim);
+  std::printf(
+      "\nKV bytes: what one layer caches per token (MLA: its latent and RoPE key). Prefill: "
+      "median of %d runs;\nGFLOP/s counts 2 per multiply-add of the projections "
+      "(2 x tokens x weights) and of causal attention\n(tokens x (tokens + 1) / 2 pairs x "
+      "heads x (q.k + v dims)), over the FMA peak. Decode: median of %d steps;\na step "
+      "runs the whole layer and reads the cache with decode_attention (MLA: absorbed, over "
+      "the latents).\nGB/s: the fp32 weights and the cache a step reads, over its time, "
+      "against the read peak. MLA: latent %lld,\nRoPE key %lld, heads %lld + %lld for q.k "
+      "and %lld for v. IQR%%: the interquartile range of the runs, in %% of their "
+      "median.\n",
+      kPrefillRuns, kDecodeSteps, s.latent, s.rope_dim, r.head_dim, s.rope_dim, r.head_dim);
 
   std::printf("\nMHA turned into MLA by a truncated SVD of its stacked K/V projection (no RoPE "
               "key), by latent rank:\n");
   std::printf("%8s %22s %18s %18s\n", "rank", "bf16 KV bytes/token", "weight error", "output error");
   for (const RankRow& row : r.ranks.rows) print_rank_row(row);
-  std::printf("weight error: ||W - W_r|| / ||W|| (Frobenius) of W = [Wk; Wv] (%lld x %lld, one SVD "
-              "cut at each rank);\noutput error: max|y_MLA - y_MHA| / max|y_MHA| on %lld tokens of "
-              "random input. The layers' weights are random\n(flat spectrum): a trained layer's K/V "
-              "projections concentrate their energy in fewer directions.\n",
-              r.ranks.svd_rows, r.ranks.svd_cols, r.ranks.tokens);
+  std::printf(
+      "weight error: ||W - W_r|| / ||W|| (Frobenius) of W = [Wk; Wv] (%lld x %lld, one SVD "
+      "cut at each rank);\noutput error: max|y_MLA - y_MHA| / max|y_MHA| on %lld tokens of "
+      "random input. The layers' weights are random\n(flat spectrum): a trained layer's K/V "
+      "projections concentrate their energy in fewer directions.\n",
+      r.ranks.svd_rows, r.ranks.svd_cols, r.ranks.tokens);
 
   std::printf("\nBusy-machine rule: any of these means other work shared the cores or the memory, "
               "and marks figures unreliable:\n");
@@ -1034,12 +1041,12 @@ int main(int argc, char** argv) {
   results.wall_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   results.cpu_seconds = cpu_seconds();
+  const long long warnings = static_cast<long long>(log.warnings().size());
   std::fprintf(stderr, "compare_variants: done in %.1f s (%.1f s of CPU)%s\n", results.wall_seconds,
                results.cpu_seconds,
-               log.warnings().empty()
-                   ? ""
-                   : (", with " + counted(static_cast<long long>(log.warnings().size()), "warning") +
-                      ": the machine was busy").c_str());
+               warnings == 0 ? ""
+                             : (", with " + counted(warnings, "warning") + ": the machine was busy")
+                                   .c_str());
 
   print_tables(results, log.warnings());
   if (json != nullptr) {
