@@ -324,7 +324,7 @@ class Log {
   void judge(const char* runs, const Timing& timing) {
     timed_ = true;
     if (timing.spread() > kBusyFraction)
-      flag(format("the %s' IQR is %.0f%% of their median", runs, 100 * timing.spread()));
+      flag(format("the %s' IQR is %.1f%% of their median", runs, 100 * timing.spread()));
   }
   // A broken test of the rule, for the current stage's warning.
   void flag(std::string reason) { reasons_.push_back(std::move(reason)); }
