@@ -187,14 +187,15 @@ constexpr int kFmaRuns = 31, kReadRuns = 31;
 // is more than this fraction of its median; a peak that differs between its measurement before
 // the layers and after them by more than this fraction of the higher one; a stage that times
 // something during which our threads, ready to run, waited for a CPU more than this fraction of
-// the time. On the two idle cores of the virtual machine this was written on, the IQRs of decode
-// steps stayed under 12 % (steps under a millisecond), FMA bursts under 10 %, and the threads
-// waited 0-1 %; a compiler on the cores made them wait about half the time. Passes over the read
-// buffer, though, varied by 20-30 % and the read peak by up to 14 % with no other process in the
-// machine: the host's memory bandwidth is shared too, and a warning then says the GB/s fractions
-// are that uncertain. The third test is there because the first two can both miss a compiler:
-// decode steps ran at a steady 40 ms instead of 1-5 ms, and FMA bursts at a steady 8 ms instead
-// of 3.5 (half the peak), spreads as tight as a quiet run's.
+// the time. On the two idle cores of the virtual machine this was written on, decode steps' IQRs
+// were mostly under 12 % (up to 19 % for steps under a millisecond), FMA bursts' under 10 %, and
+// the threads waited 0-4 %; with a compiler on the cores they waited about half the time, and
+// most figures broke the rule. Passes over the read buffer varied by 3-28 % and the read peak
+// moved by up to 30 % with no other process in the machine: the host's memory bandwidth is
+// shared too, and a warning then says the GB/s fractions are that uncertain. The third test is
+// there because the first two can both miss a compiler: decode steps ran at a steady 40 ms
+// instead of 1-5 ms, and FMA bursts at a steady 8 ms instead of 3.5 (half the peak), spreads as
+// tight as a quiet run's.
 constexpr double kBusyFraction = 0.15;
 
 // Seconds the threads of this process have spent ready to run but waiting for a CPU: the second
