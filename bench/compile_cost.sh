@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 cxx=${CXX:-c++}
-eigen=$(pkg-config --cflags-only-I eigen3 2>/dev/null | sed 's/-I//' || true)
+eigen=$(pkg-config --cflags-only-I eigen3 2>/dev/null | sed 's/-I//; s/ *$//' || true)
 eigen=${eigen:-/usr/include/eigen3}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -21,8 +21,12 @@ flags=(-std=c++17 -O2 -march=native -fopenmp -Iinclude -isystem "$eigen")
 # CPU seconds of one compile, from bash's own accounting of the child's user and system time.
 cpu_seconds() {
   local TIMEFORMAT='%U %S'
-  { time "$cxx" "${flags[@]}" "$@" -o "$work/out.o" >/dev/null 2>&1; } 2>&1 |
-    awk '{ printf "%.1f", $1 + $2 }'
+  { time "$cxx" "${flags[@]}" "$@" -o "$work/out.o" 2>"$work/errors"; } 2>"$work/time" || {
+    cat "$work/errors" >&2
+    echo "compile_cost: the compile failed" >&2
+    exit 1
+  }
+  awk '{ printf "%.1f", $1 + $2 }' "$work/time"
 }
 
 median_of() {
