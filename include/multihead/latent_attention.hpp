@@ -31,8 +31,10 @@
 #include <cstdint>
 #include <optional>
 #include <random>
+#include <utility>
 
 #include "attention.hpp"
+#include "compiled.hpp"
 #include "decode.hpp"
 #include "fused.hpp"
 #include "latent_cache.hpp"
@@ -110,6 +112,24 @@ inline ConstStridedMap columns(const RowMatrix& m, std::int64_t column, std::int
 inline StridedMap columns(RowMatrix& m, std::int64_t column, std::int64_t cols) {
   return StridedMap(m.data() + column, m.rows(), cols, Eigen::OuterStride<>(m.cols()));
 }
+// Rows [row, row + count) of m.
+inline ConstStridedMap row_range(const RowMatrix& m, std::int64_t row, std::int64_t count) {
+  return ConstStridedMap(m.data() + row * m.cols(), count, m.cols(), Eigen::OuterStride<>(m.cols()));
+}
+
+// out = a·b, or a·bᵀ with transpose_b: the absorbed path's per-head products with W_UK and W_UV.
+// A template (on this ISA's ops, unused inside) so that a build with the kernels library
+// compiles Eigen's products once (compiled.hpp), not in every translation unit that runs MLA.
+template <class Ops = simd::Ops>
+void multiply(StridedMap out, const ConstStridedMap& a, const ConstStridedMap& b, bool transpose_b) {
+  if (transpose_b)
+    out.noalias() = a * b.transpose();
+  else
+    out.noalias() = a * b;
+}
+
+MULTIHEAD_INSTANCE(void multiply<simd::Ops>(StridedMap, const ConstStridedMap&,
+                                            const ConstStridedMap&, bool))
 
 }  // namespace detail
 
@@ -439,8 +459,9 @@ class Attention<variant::Latent> {
     q_latent_.resize(q_.rows(), c.heads * row);
     parallel_chunks(c.heads, threads, [&](int, std::int64_t first, std::int64_t last) {
       for (std::int64_t h = first; h < last; ++h) {
-        detail::columns(q_latent_, h * row, c.latent_dim).noalias() =
-            detail::columns(q_, h * c.qk_dim(), c.nope_dim) * kv_b.middleRows(h * per_head, c.nope_dim);
+        detail::multiply(detail::columns(q_latent_, h * row, c.latent_dim),
+                         detail::columns(std::as_const(q_), h * c.qk_dim(), c.nope_dim),
+                         detail::row_range(kv_b, h * per_head, c.nope_dim), false);
         detail::columns(q_latent_, h * row + c.latent_dim, c.rope_dim) =
             detail::columns(q_, h * c.qk_dim() + c.nope_dim, c.rope_dim);
       }
@@ -456,9 +477,10 @@ class Attention<variant::Latent> {
     const RowMatrix& kv_b = weights_[index(LatentWeight::kv_b_proj)];
     parallel_chunks(c.heads, threads, [&](int, std::int64_t first, std::int64_t last) {
       for (std::int64_t h = first; h < last; ++h)
-        detail::columns(attended_, h * c.value_dim, c.value_dim).noalias() =
-            detail::columns(out_latent_, h * c.latent_dim, c.latent_dim) *
-            kv_b.middleRows(h * per_head + c.nope_dim, c.value_dim).transpose();
+        detail::multiply(detail::columns(attended_, h * c.value_dim, c.value_dim),
+                         detail::columns(std::as_const(out_latent_), h * c.latent_dim,
+                                         c.latent_dim),
+                         detail::row_range(kv_b, h * per_head + c.nope_dim, c.value_dim), true);
     });
   }
 
