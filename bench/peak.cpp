@@ -1,7 +1,7 @@
 // Peak FMA throughput and read bandwidth: the kernels, their run-time dispatch and the cache.
 #include "peak.hpp"
 
-#include <multihead/aligned_buffer.hpp>
+#include <multihead/core/aligned_buffer.hpp>
 
 #include <algorithm>
 #include <chrono>

@@ -14,7 +14,7 @@
 #                target_link_libraries(<target> PRIVATE multihead::multihead) does. By default
 #                they come from a static library, multihead_kernels_<isa>[_serial], built once per
 #                ISA with the same flags and shared by every target that asks for that ISA
-#                (include/multihead/compiled.hpp says what it holds).
+#                (include/multihead/core/compiled.hpp says what it holds).
 #
 #   multihead_isa_flags(<isa> <out-var>)  the compiler flags of an ISA, for targets of your own
 

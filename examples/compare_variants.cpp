@@ -39,7 +39,7 @@
 // The run says what it is doing on stderr, one line per stage; --json FILE writes every figure of
 // the tables to FILE, for examples/plot_variants.py to chart.
 #include <multihead/multihead.hpp>
-#include <multihead/latent_from_dense.hpp>
+#include <multihead/layer/latent_from_dense.hpp>
 
 #include "peak.hpp"  // bench/: the machine's FMA rate and read bandwidth
 

@@ -32,8 +32,9 @@ using naive::AttentionShape;
 using namespace kernel_testing;
 
 using Ops = multihead::simd::Ops;
-constexpr std::int64_t BR = std::int64_t{Ops::W} * Ops::NV;  // query rows per block
-constexpr std::int64_t BC = Ops::BC;                          // keys per K/V tile
+using Blocking = multihead::detail::Blocking<Ops>;
+constexpr std::int64_t BR = std::int64_t{Ops::W} * Blocking::NV;  // query rows per block
+constexpr std::int64_t BC = Blocking::BC;                          // keys per K/V tile
 
 // The lengths at the tile edges of this ISA.
 std::vector<std::int64_t> edge_lengths() {

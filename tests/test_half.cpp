@@ -13,7 +13,8 @@
 #include <cstring>
 #include <iterator>
 #include <limits>
-#include <multihead/half.hpp>
+#include <multihead/simd/convert.hpp>
+#include <multihead/storage/half.hpp>
 #include <type_traits>
 #include <vector>
 

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include <multihead/multihead.hpp>
-#include <multihead/latent_from_dense.hpp>
+#include <multihead/layer/latent_from_dense.hpp>
 
 #include "module_testing.hpp"
 #include "naive_reference.hpp"

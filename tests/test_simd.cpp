@@ -212,14 +212,16 @@ Lanes lanes_of(const std::vector<float>& values, int offset) {
   return l;
 }
 
-TEST(SimdLanes, MaskAfterHidesKeysPastEachLanesLimit) {
+TEST(SimdLanes, SelectGreaterTakesYWhereAExceedsB) {
+  // As the causal epilogue uses it: a key against each row's limit, hidden (−inf) past it.
   // limit: the last key a row may see, relative to the tile (-1: none, BC: all of it).
   const std::vector<float> limits = {-1.0f, 0.0f, 1.0f, 5.0f, 6.0f, 7.0f, 31.0f, 63.0f, 64.0f};
   const std::vector<float> scores = {0.5f, -2.0f, 1e4f, -1e4f, 0.0f, -kInf, 3.25f};
   for (int offset = 0; offset < 9; ++offset)
     for (float key : {0.0f, 1.0f, 6.0f, 7.0f, 63.0f}) {
       const Lanes limit = lanes_of(limits, offset), x = lanes_of(scores, offset);
-      const Lanes r = from_vector(Ops::mask_after(key, Ops::load(limit.v), Ops::load(x.v)));
+      const Lanes r = from_vector(Ops::select_greater(Ops::set1(key), Ops::load(limit.v),
+                                                      Ops::load(x.v), Ops::set1(-kInf)));
       for (int i = 0; i < W; ++i) {
         const float expected = key > limit.v[i] ? -kInf : x.v[i];
         EXPECT_EQ(bits_of(r.v[i]), bits_of(expected))

@@ -5,9 +5,9 @@
 
 #include <string>
 
-#include "compiled.hpp"
-#include "isa.hpp"
-#include "parallel.hpp"
+#include "core/compiled.hpp"
+#include "core/isa.hpp"
+#include "core/parallel.hpp"
 #include "version.hpp"
 
 namespace multihead {

@@ -14,9 +14,7 @@ namespace simd {
 struct Avx2Ops {
   static constexpr const char* name = "avx2";
   using V = __m256;
-  // 3 × 4 = 12 accumulators, 3 Q vectors and a broadcast fill the 16 registers; 24-row blocks
-  // need 1.5× less K/V traffic per flop than 16-row ones (measured faster than 2 × 6 and 4 × 3).
-  static constexpr int W = 8, NV = 3, MRJ = 4, MRC = 4, BC = 64;
+  static constexpr int W = 8;
 
   static V load(const float* p) { return _mm256_load_ps(p); }
   static V loadu(const float* p) { return _mm256_loadu_ps(p); }
@@ -34,12 +32,16 @@ struct Avx2Ops {
     odd = _mm256_castsi256_ps(_mm256_and_si256(x, _mm256_set1_epi32(int(0xFFFF0000u))));
   }
   static V loadu(const fp16* p) {
-#if defined(__F16C__)
+#if defined(MULTIHEAD_HAS_F16C)
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 #else
     return _mm256_setr_ps(to_float(p[0]), to_float(p[1]), to_float(p[2]), to_float(p[3]),
                           to_float(p[4]), to_float(p[5]), to_float(p[6]), to_float(p[7]));
 #endif
+  }
+  template <class S>
+  static void widen(const S* p, float* out, std::int64_t n) {
+    convert(p, out, n);
   }
   static void store(float* p, V v) { _mm256_store_ps(p, v); }
   static V set1(float x) { return _mm256_set1_ps(x); }
@@ -50,9 +52,8 @@ struct Avx2Ops {
   static V add(V a, V b) { return _mm256_add_ps(a, b); }
   static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
   static V max(V a, V b) { return _mm256_max_ps(a, b); }
-  static V mask_after(float key, V limit, V x) {
-    const V after = _mm256_cmp_ps(_mm256_set1_ps(key), limit, _CMP_GT_OQ);
-    return _mm256_blendv_ps(x, _mm256_set1_ps(negative_infinity), after);
+  static V select_greater(V a, V b, V x, V y) {
+    return _mm256_blendv_ps(x, y, _mm256_cmp_ps(a, b, _CMP_GT_OQ));
   }
   static V neg_inf_to_zero(V x) {
     const V is_inf = _mm256_cmp_ps(x, _mm256_set1_ps(negative_infinity), _CMP_EQ_OQ);
@@ -71,6 +72,7 @@ struct Avx2Ops {
         _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(exponent));
   }
+  static float first(V a) { return _mm256_cvtss_f32(a); }
   static float reduce_add(V a) {
     __m128 x = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     x = _mm_add_ps(x, _mm_movehl_ps(x, x));

@@ -14,9 +14,7 @@ namespace simd {
 struct Avx512Ops {
   static constexpr const char* name = "avx512";
   using V = __m512;
-  // 48-row blocks: 3 × 8 = 24 accumulators, 3 Q vectors and a broadcast of the 32 registers.
-  // Tiles of 32 or 128 keys measured the same as 64.
-  static constexpr int W = 16, NV = 3, MRJ = 8, MRC = 8, BC = 64;
+  static constexpr int W = 16;
 
   static V load(const float* p) { return _mm512_load_ps(p); }
   static V loadu(const float* p) { return _mm512_loadu_ps(p); }
@@ -37,6 +35,10 @@ struct Avx512Ops {
   static V loadu(const fp16* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
   }
+  template <class S>
+  static void widen(const S* p, float* out, std::int64_t n) {
+    convert(p, out, n);
+  }
   static void store(float* p, V v) { _mm512_store_ps(p, v); }
   static V set1(float x) { return _mm512_set1_ps(x); }
   static V broadcast(const float* p) { return _mm512_set1_ps(*p); }
@@ -46,9 +48,8 @@ struct Avx512Ops {
   static V add(V a, V b) { return _mm512_add_ps(a, b); }
   static V sub(V a, V b) { return _mm512_sub_ps(a, b); }
   static V max(V a, V b) { return _mm512_max_ps(a, b); }
-  static V mask_after(float key, V limit, V x) {
-    const __mmask16 after = _mm512_cmp_ps_mask(_mm512_set1_ps(key), limit, _CMP_GT_OQ);
-    return _mm512_mask_mov_ps(x, after, _mm512_set1_ps(negative_infinity));
+  static V select_greater(V a, V b, V x, V y) {
+    return _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), y);
   }
   static V neg_inf_to_zero(V x) {
     const __mmask16 is_inf = _mm512_cmp_ps_mask(x, _mm512_set1_ps(negative_infinity), _CMP_EQ_OQ);
@@ -64,6 +65,7 @@ struct Avx512Ops {
     const V p = exp_polynomial<Avx512Ops>(r);
     return _mm512_scalef_ps(p, n);  // p · 2^n, overflow and underflow handled by the hardware
   }
+  static float first(V a) { return _mm512_cvtss_f32(a); }
   static float reduce_add(V a) { return _mm512_reduce_add_ps(a); }
   static float reduce_max(V a) { return _mm512_reduce_max_ps(a); }
   static void reduce4(V a, V b, V c, V d, float* out) {

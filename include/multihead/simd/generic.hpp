@@ -1,13 +1,9 @@
 // SIMD primitives, generic version: what every other ISA file specialises.
 //
-// An "Ops" struct gives the fused kernel a vector type V of W floats, the handful of operations
-// it needs (load, fma, max, exp, masking, lane reductions) and the register blocking that suits the ISA's
-// register file:
-//   NV   row vectors per query block (a block is NV·W rows)
-//   MRJ  keys per Q·Kᵀ micro-tile          (MRJ·NV accumulators)
-//   MRC  value columns per P·V micro-tile  (MRC·NV accumulators)
-//   BC   keys per K/V tile
-// The generic version is plain loops over small arrays, which compilers vectorise for the
+// An "Ops" struct gives the kernels a vector type V of W floats and the handful of operations
+// they need (loads that widen bf16 / fp16, fma, max, exp, lane selection, lane reductions, bulk
+// widening). It holds primitives only: how the kernels block their tiles for the ISA's register
+// file lives beside the tiles (attention/blocking.hpp). The generic version is plain loops over small arrays, which compilers vectorise for the
 // baseline (SSE2 on x86-64); it is correct for every input, and the reference for the others.
 #pragma once
 
@@ -16,8 +12,9 @@
 #include <cstring>
 #include <limits>
 
-#include "../half.hpp"
-#include "../isa.hpp"
+#include "../core/isa.hpp"
+#include "../storage/half.hpp"
+#include "convert.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
@@ -78,9 +75,9 @@ inline float exp_scalar(float x) {
 
 struct GenericOps {
   static constexpr const char* name = "generic";
-  // Four lanes, one SSE register on baseline x86-64: the compiler keeps the eight accumulators
-  // in registers and vectorises each lane loop (eight lanes spilled and ran 2× slower).
-  static constexpr int W = 4, NV = 2, MRJ = 4, MRC = 4, BC = 64;
+  // Four lanes, one SSE register on baseline x86-64: the compiler keeps the tiles' eight
+  // accumulators in registers and vectorises each lane loop (eight lanes spilled, 2× slower).
+  static constexpr int W = 4;
   struct V {
     float v[W];
   };
@@ -106,6 +103,12 @@ struct GenericOps {
       even.v[i] = to_float(p[2 * i]);
       odd.v[i] = to_float(p[2 * i + 1]);
     }
+  }
+  // n stored values from p widened into out (simd/convert.hpp): what a kernel does with rows it
+  // cannot read in place.
+  template <class S>
+  static void widen(const S* p, float* out, std::int64_t n) {
+    convert(p, out, n);
   }
   static void store(float* p, V a) {
     for (int i = 0; i < W; ++i) p[i] = a.v[i];
@@ -137,10 +140,10 @@ struct GenericOps {
     for (int i = 0; i < W; ++i) a.v[i] = a.v[i] < b.v[i] ? b.v[i] : a.v[i];
     return a;
   }
-  // key > limit ? -inf : x, lane by lane: the causal mask of one key against each row's limit.
-  static V mask_after(float key, V limit, V x) {
+  // a > b ? y : x, lane by lane (false for NaN lanes).
+  static V select_greater(V a, V b, V x, V y) {
     for (int i = 0; i < W; ++i)
-      if (key > limit.v[i]) x.v[i] = negative_infinity;
+      if (a.v[i] > b.v[i]) x.v[i] = y.v[i];
     return x;
   }
   // x == -inf ? 0 : x: a row that has seen no key must not compute -inf − (-inf) = NaN.
@@ -154,6 +157,8 @@ struct GenericOps {
     return x;
   }
   // The sum and the maximum of the lanes.
+  // Lane 0.
+  static float first(V a) { return a.v[0]; }
   static float reduce_add(V a) {
     float s = a.v[0];
     for (int i = 1; i < W; ++i) s += a.v[i];

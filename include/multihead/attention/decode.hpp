@@ -1,0 +1,131 @@
+// Decoding: attention of one or a few new query tokens per sequence over a long KV cache.
+//
+// Decoding reads the whole cache for every token it produces, and does little arithmetic per
+// byte, so what counts is reading each cached row once and keeping every core streaming:
+//  - Group packing. As in the fused kernel, the query rows of one KV group (q_len positions ×
+//    the heads that share the group's K/V head) are stacked into one block, so each cached K/V
+//    row is read once for all of them: MQA's 32 heads share every row read.
+//  - Units in address order. Work unit: one sequence × block of query rows × split of the
+//    cache, every KV group inside, a tile of tokens at a time and the groups of a tile one
+//    after another: a unit reads its part of the cache front to back. (Units of one group, each
+//    reading 512 bytes in every 4 KiB, streamed D1 at 31 instead of 39 GB/s on two cores.)
+//  - Split-KV. When batch alone would leave threads idle, a sequence's cache is split along its
+//    length; each split leaves an online-softmax state (out, max, sum; state.hpp) per group and
+//    the states of one block are merged, in split order, after all units ran (decode_split.hpp).
+//  - Two tile paths (the contract: tile_path.hpp), by rows per block. Few rows (MHA, small GQA groups; rows ≤ W/2), or up to
+//    2·W rows of wide heads (head dim ≥ 256: MLA's absorbed 576): rows stay row-major and Q·Kᵀ is
+//    vectorised along the head dim, one lane reduction per score; P·V broadcasts each probability
+//    over a row of V. Many rows of narrow heads: the fused kernel's transposed tiles
+//    (column_tiles.hpp; the row-major ones: row_tiles.hpp), with as many row vectors as the block needs.
+//  - Storage. Rows are read through their codec (storage/codec.hpp): the row-major tiles read
+//    float, bf16 and fp16 rows in place, widening as they load; the transposed tiles get bf16 /
+//    fp16 rows widened a tile at a time into a per-thread buffer. Every product runs in fp32.
+//  - Sources. Every K/V layout reaches the kernel as a KvRows (kv_source.hpp): views here,
+//    packed sequences in varlen.hpp, caches in cache/decode.hpp.
+//  - Tiles of up to BC tokens (fewer when kv_groups is large, to stay in L2), gathered in a
+//    paged cache from the runs of consecutive blocks: one softmax step per tile whatever the
+//    block size. The next tile's rows are prefetched while the current one is computed, a few
+//    lines per inner step or micro-tile (prefetch.hpp, tile_walk.hpp).
+// Per-thread buffers and the split states are kept between calls (thread_local), so a decode
+// step allocates nothing once the shapes have been seen.
+//
+// Results: the same scores, masks, modifiers (score_pass.hpp; a sink joins the split that holds
+// a row's first keys) and accuracy as fused_attention. With several threads the
+// split points depend on the thread count, so results may differ in the last bits between
+// thread counts (never between runs with the same count).
+#pragma once
+
+#include <cstdint>
+
+#include "../core/compiled.hpp"
+#include "../core/parallel.hpp"
+#include "../storage/half.hpp"
+#include "blocking.hpp"
+#include "column_tiles.hpp"
+#include "decode_split.hpp"
+#include "kv_source.hpp"
+#include "options.hpp"
+#include "row_tiles.hpp"
+#include "score_pass.hpp"
+#include "tile_path.hpp"
+
+namespace multihead {
+inline namespace MULTIHEAD_ISA_NAMESPACE {
+namespace detail {
+
+template <class Ops, int D, int DV, class Source>
+void run_decode_dims(const DecodeProblem& pr, const Source& source, int threads) {
+  constexpr int W = Ops::W, NV = Blocking<Ops>::NV;
+  const std::int64_t rows_total = pr.shape.q_len * pr.shape.group_size();
+  // Row-major tiles reduce each score across lanes once per head dim, which wide heads (MLA's
+  // absorbed 576) make cheap, while the transposed tiles' Qᵀ and Oᵀ (dim × rows) would no
+  // longer fit L1: measured on MLA's 16 × 576 / 512, 0.49 of FMA peak against 0.25.
+  const bool wide = pr.shape.head_dim >= 256;
+  if (rows_total <= W / 2 || (wide && rows_total <= RowTiles<Ops, D, DV>::kMaxRows)) {
+    run_decode_blocks<RowTiles<Ops, D, DV>>(pr, source, int(rows_total), threads);
+    return;
+  }
+  const std::int64_t blocks = (rows_total + W * NV - 1) / (W * NV);
+  const std::int64_t vectors = (round_up(rows_total, blocks) / blocks + W - 1) / W;
+  if (vectors == 1)
+    run_decode_blocks<ColumnTiles<Ops, D, DV, 1>>(pr, source, W, threads);
+  else if (vectors == 2 || NV == 2)
+    run_decode_blocks<ColumnTiles<Ops, D, DV, 2>>(pr, source, 2 * W, threads);
+  else if constexpr (NV >= 3)
+    run_decode_blocks<ColumnTiles<Ops, D, DV, 3>>(pr, source, 3 * W, threads);
+}
+
+// Head dim 128 (the common decoder head) and MLA's absorbed 576 / 512 (DeepSeek-V2 and V3) get
+// tiles with the dims fixed at compile time; every other pair runs the general tiles.
+template <class Ops, class Source>
+void run_decode(const DecodeProblem& pr, const Source& source, int threads) {
+  if (pr.shape.head_dim == 128 && pr.shape.value_dim == 128)
+    run_decode_dims<Ops, 128, 128>(pr, source, threads);
+  else if (pr.shape.head_dim == 576 && pr.shape.value_dim == 512)  // MLA absorbed, DeepSeek-V2/V3
+    run_decode_dims<Ops, 576, 512>(pr, source, threads);
+  else
+    run_decode_dims<Ops, 0, 0>(pr, source, threads);
+}
+
+// Every view, cache and varlen overload reads its rows through KvRows: compiled once per storage
+// type in a build with the kernels library (compiled.hpp).
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const KvRows<float>&, int))
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const KvRows<bf16>&, int))
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const KvRows<fp16>&, int))
+
+// Runs a checked call: its scale and score modifiers from the options, threads resolved.
+template <class Source>
+void decode(const TensorView<const float>& q, const TensorView<float>& o, LseOutput lse,
+            const KernelOptions& options, const KernelShape& shape, const Source& source) {
+  const ScorePass pass(options, shape);
+  const DecodeProblem problem{q, o, lse.data, shape, resolved_scale(options, shape.head_dim),
+                              &pass};
+  run_decode<simd::Ops>(problem, source, resolve_threads(options.threads));
+}
+
+// A checked call over any K/V source with these extents (check_cache_call_args): what the
+// varlen and cache overloads run.
+template <class S>
+void decode_source(const TensorView<const float>& q, const KvRows<S>& source,
+                   const KvExtents& extents, const TensorView<float>& o,
+                   const KernelOptions& options, LseOutput lse) {
+  decode(q, o, lse, options, check_cache_call_args(q, o, lse, options, extents), source);
+}
+
+}  // namespace detail
+
+// Attention of q [batch, q_len, heads, head_dim] over k [batch, kv_len, kv_groups, head_dim]
+// and v [batch, kv_len, kv_groups, value_dim] stored as float, bf16 or fp16, into o
+// [batch, q_len, heads, value_dim] (and lse). The contract of fused_attention (options.hpp);
+// made for small q_len (decoding, speculative verification), correct for any.
+template <class Storage>
+void decode_attention(const TensorView<const float>& q, const TensorView<const Storage>& k,
+                      const TensorView<const Storage>& v, const TensorView<float>& o,
+                      const KernelOptions& options = {}, LseOutput lse = {}) {
+  static_assert(is_storage_type_v<Storage>, "decode_attention: K/V must be float, bf16 or fp16");
+  const KernelShape shape = check_kernel_args(q, k, v, o, lse, options);
+  detail::decode(q, o, lse, options, shape, detail::view_rows(k, v));
+}
+
+}  // namespace MULTIHEAD_ISA_NAMESPACE
+}  // namespace multihead

@@ -1,0 +1,82 @@
+// The tile-path contract: what the decode kernel's walk over a cache (tile_walk.hpp,
+// decode_split.hpp) asks of the tiles that compute a block of query rows against K/V. Two paths
+// model it: RowTiles (row_tiles.hpp; few rows or wide heads, rows kept row-major, the simplest
+// model) and ColumnTiles (column_tiles.hpp; many rows of narrow heads, the fused kernel's
+// transposed micro-tiles). A Path computes one KV group's block; the walk keeps one per group.
+//
+//   static constexpr int BC                          the most keys a tile may hold
+//   static std::int64_t scratch_floats(rows, d, dv)  per-thread floats one path needs
+//   Path(float* scratch, int rows, d, dv)            lays itself out in that scratch
+//   template <class S> static constexpr bool kReads  rows of storage S can be read in place,
+//                                                    widened as they are loaded
+//   bool reads_in_place() const                      …and this instance does (its dims are whole
+//                                                    vectors); otherwise the walk widens K (then
+//                                                    V) into a zero-padded float tile of pitch
+//   std::int64_t key_pitch(), value_pitch() const    key_pitch() (value_pitch())
+//   template <class S> void begin(problem, site)     packs the block's queries (scaled, in the
+//                                                    order S's loads want), starts each row's
+//                                                    state (its sink, on the first split)
+//   template <class S> std::int64_t prefetch_steps(int keys) const
+//                                                    calls of the prefetch cursor that scores()
+//                                                    and accumulate() make for a run of `keys`
+//   template <class E> void scores(k, k_stride, keys, j0, offset, cursor)
+//                                                    scores of keys [j0, j0 + keys), a run stored
+//                                                    at tile position `offset`, masked and
+//                                                    modified (score_pass.hpp)
+//   void softmax(int keys)                           the online-softmax step over the tile
+//                                                    (state.hpp's SoftmaxStep)
+//   template <class E> void accumulate(v, v_stride, keys, offset, cursor)
+//                                                    o = alpha·o + p·v for a run (alpha with the
+//                                                    run at offset 0)
+//   template <class S> void finish()                 after the last tile: the state row by row
+//   const float* out(r), float max(r), float sum(r)  row r's unnormalised state (state.hpp)
+// E is S when reading in place, float when reading a widened tile. Every call between begin()
+// and finish() may issue prefetches through the cursor at the pace prefetch_steps() promised.
+#pragma once
+
+#include <cstdint>
+
+#include "../core/tensor_view.hpp"
+#include "options.hpp"
+#include "score_pass.hpp"
+#include "shape.hpp"
+#include "state.hpp"
+
+namespace multihead {
+inline namespace MULTIHEAD_ISA_NAMESPACE {
+namespace detail {
+
+// One decode call as the paths see it.
+struct DecodeProblem {
+  TensorView<const float> q;
+  TensorView<float> o;
+  float* lse;
+  KernelShape shape;  // kv_len: the longest sequence
+  float scale;
+  const ScorePass* pass;
+};
+
+// Where a unit's rows are, for the score modifiers and the sinks: batch entry, KV group, first
+// row, the sequence's length, and whether this unit holds the first keys of its rows (the
+// sinks join the softmax there, once).
+struct BlockSite {
+  std::int64_t b = 0, g = 0, r0 = 0, length = 0;
+  bool first_split = true;
+};
+
+inline std::int64_t round_up(std::int64_t n, std::int64_t m) { return (n + m - 1) / m * m; }
+
+// Row r of group g's row space (shape.hpp's row_site): writes its normalised output (out: dv
+// unnormalised values) and log-sum-exp.
+inline void store_row(const DecodeProblem& pr, std::int64_t b, std::int64_t g, std::int64_t r,
+                      const float* out, float max, float sum) {
+  const RowSite at = row_site(g, r, pr.shape.group_size());
+  float* lse = pr.lse != nullptr
+                   ? pr.lse + (b * pr.shape.heads + at.head) * pr.shape.q_len + at.position
+                   : nullptr;
+  store_normalized(out, 1, pr.shape.value_dim, max, sum, pr.o.row(b, at.position, at.head), lse);
+}
+
+}  // namespace detail
+}  // namespace MULTIHEAD_ISA_NAMESPACE
+}  // namespace multihead

@@ -1,0 +1,88 @@
+// decode_attention over every cache: each cache hands the kernel its rows through the KV-source
+// contract (kv_rows(), attention/kv_source.hpp), so the kernel never names a cache class and a
+// new cache adds an overload here, nothing below.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "../attention/decode.hpp"
+#include "../attention/options.hpp"
+#include "kv_cache.hpp"
+#include "latent_cache.hpp"
+#include "paged_kv_cache.hpp"
+#include "paged_latent_cache.hpp"
+
+namespace multihead {
+inline namespace MULTIHEAD_ISA_NAMESPACE {
+namespace detail {
+
+// A call over sequences of a paged cache: their block tables and lengths, gathered per call
+// into per-thread lists (no allocation once the batch size has been seen).
+template <class Cache>
+void decode_paged(const TensorView<const float>& q, const Cache& cache,
+                  Span<const std::int64_t> sequences, const TensorView<float>& o,
+                  const KernelOptions& options, LseOutput lse) {
+  require(sequences.data != nullptr && sequences.size > 0,
+          "sequences: need at least one sequence id (size ", sequences.size, ")");
+  thread_local std::vector<const std::int64_t*> tables;
+  thread_local std::vector<std::int64_t> lengths;
+  tables.clear();
+  lengths.clear();
+  KvExtents extents = cache.kv_extents(sequences.size);
+  for (std::int64_t b = 0; b < sequences.size; ++b) {
+    lengths.push_back(cache.length(sequences.data[b]));  // throws on a bad id
+    tables.push_back(cache.block_table(sequences.data[b]).data());
+    extents.kv_len = std::max(extents.kv_len, lengths.back());
+  }
+  decode_source(q, cache.kv_rows(tables.data(), lengths.data()), extents, o, options, lse);
+}
+
+}  // namespace detail
+
+// q [cache.batch(), q_len, heads, head_dim] over the cache's length() tokens. With causal
+// masking the queries are the cache's last q_len tokens (append them first). An empty cache
+// gives output 0 and log-sum-exp −inf.
+template <class Storage>
+void decode_attention(const TensorView<const float>& q, const KvCache<Storage>& cache,
+                      const TensorView<float>& o, const KernelOptions& options = {},
+                      LseOutput lse = {}) {
+  detail::decode_source(q, cache.kv_rows(), cache.kv_extents(), o, options, lse);
+}
+
+// MLA decoding: q [cache.batch(), q_len, heads, latent_dim + rope_dim] — the absorbed queries,
+// W_UK folded into their first latent_dim elements — over the cache's rows as MQA, into o
+// [cache.batch(), q_len, heads, latent_dim], still to be multiplied by W_UV. The default scale,
+// 1/sqrt(latent_dim + rope_dim), is not MLA's: pass options.scale = 1/sqrt(nope_dim + rope_dim).
+// Causal masking and an empty cache as for a KvCache.
+template <class Storage>
+void decode_attention(const TensorView<const float>& q, const LatentCache<Storage>& cache,
+                      const TensorView<float>& o, const KernelOptions& options = {},
+                      LseOutput lse = {}) {
+  detail::decode_source(q, cache.kv_rows(), cache.kv_extents(), o, options, lse);
+}
+
+// q [sequences.size, q_len, heads, head_dim]: batch entry b attends over the tokens of paged
+// sequence sequences.data[b], each with its own length (bottom-right causal per sequence;
+// an empty sequence gives output 0 and log-sum-exp −inf). Throws std::invalid_argument, before
+// writing anything, on an unknown or released id or a shape that differs from the cache's.
+template <class Storage>
+void decode_attention(const TensorView<const float>& q, const PagedKvCache<Storage>& cache,
+                      Span<const std::int64_t> sequences, const TensorView<float>& o,
+                      const KernelOptions& options = {}, LseOutput lse = {}) {
+  detail::decode_paged(q, cache, sequences, o, options, lse);
+}
+
+// MLA decoding over paged sequences: q [sequences.size, q_len, heads, latent_dim + rope_dim],
+// o [sequences.size, q_len, heads, latent_dim], as for a LatentCache (mind the scale); the
+// sequences as for a PagedKvCache.
+template <class Storage>
+void decode_attention(const TensorView<const float>& q, const PagedLatentCache<Storage>& cache,
+                      Span<const std::int64_t> sequences, const TensorView<float>& o,
+                      const KernelOptions& options = {}, LseOutput lse = {}) {
+  detail::decode_paged(q, cache, sequences, o, options, lse);
+}
+
+}  // namespace MULTIHEAD_ISA_NAMESPACE
+}  // namespace multihead

@@ -1,0 +1,126 @@
+// The contiguous KV cache of one layer: a batch of sequences that grow together.
+//
+//   K [batch, capacity, kv_groups, head_dim]    V [batch, capacity, kv_groups, value_dim]
+//
+// Storage is float, bf16 or fp16 (storage/half.hpp); appends take float and narrow once, kernels read
+// the storage type through keys() / values() and widen as they go. Memory is allocated once, in
+// the constructor, 64-byte aligned (in huge pages when large: aligned_buffer.hpp), and left
+// uninitialised (only the filled part is ever read).
+// Not thread-safe for writes: append and clear need exclusive access; reads may be concurrent.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "../attention/kv_source.hpp"
+#include "../attention/shape.hpp"
+#include "../core/aligned_buffer.hpp"
+#include "../core/error.hpp"
+#include "../core/tensor_view.hpp"
+#include "../storage/half.hpp"
+#include "rows.hpp"
+
+namespace multihead {
+inline namespace MULTIHEAD_ISA_NAMESPACE {
+template <class Storage>
+class KvCache {
+  static_assert(is_storage_type_v<Storage>,
+                "KvCache<Storage>: Storage must be float, bf16 or fp16");
+
+ public:
+  using storage_type = Storage;
+
+  // Throws std::invalid_argument unless every size is positive and the buffers' sizes fit in
+  // 64 bits; then allocates both buffers.
+  KvCache(std::int64_t batch, std::int64_t capacity, std::int64_t kv_groups, std::int64_t head_dim,
+          std::int64_t value_dim)
+      : batch_(batch),
+        capacity_(capacity),
+        kv_groups_(kv_groups),
+        head_dim_(head_dim),
+        value_dim_(value_dim) {
+    detail::require_positive(batch, "batch");
+    detail::require_positive(capacity, "capacity");
+    detail::check_cache_dims(kv_groups, head_dim, value_dim);
+    const std::int64_t k_size =
+        detail::checked_product("K cache size (batch * capacity * kv_groups * head_dim)", batch,
+                                capacity, kv_groups, head_dim);
+    const std::int64_t v_size =
+        detail::checked_product("V cache size (batch * capacity * kv_groups * value_dim)", batch,
+                                capacity, kv_groups, value_dim);
+    // One allocation; V starts on a cache line of its own.
+    v_offset_ = detail::round_up_to_lines<Storage>(k_size, "K cache size");
+    buffer_ = detail::AlignedBuffer<Storage>(detail::checked_add(v_offset_, v_size, "cache size"));
+    k_size_ = k_size;
+    v_size_ = v_size;
+  }
+
+  // value_dim = head_dim.
+  KvCache(std::int64_t batch, std::int64_t capacity, std::int64_t kv_groups, std::int64_t head_dim)
+      : KvCache(batch, capacity, kv_groups, head_dim, head_dim) {}
+
+  std::int64_t batch() const noexcept { return batch_; }
+  std::int64_t capacity() const noexcept { return capacity_; }
+  std::int64_t length() const noexcept { return length_; }
+  std::int64_t kv_groups() const noexcept { return kv_groups_; }
+  std::int64_t head_dim() const noexcept { return head_dim_; }
+  std::int64_t value_dim() const noexcept { return value_dim_; }
+
+  // Bytes one token of one sequence occupies: K and V of every group.
+  std::int64_t bytes_per_token() const noexcept {
+    return kv_groups_ * (head_dim_ + value_dim_) * static_cast<std::int64_t>(sizeof(Storage));
+  }
+
+  // Appends k [batch, n, kv_groups, head_dim] and v [batch, n, kv_groups, value_dim], n ≥ 1
+  // tokens for every sequence, narrowed to Storage. Any strides with a contiguous last axis.
+  // Throws std::invalid_argument, with the cache unchanged, if a shape differs from the cache's
+  // or the tokens do not fit.
+  void append(TensorView<const float> k, TensorView<const float> v) {
+    const std::int64_t n =
+        detail::check_kv_append(k, v, batch_, kv_groups_, head_dim_, value_dim_);
+    detail::require_room(n, length_, capacity_);
+    for (std::int64_t b = 0; b < batch_; ++b) {
+      detail::store_tokens(k, b, 0, n,
+                           key_data() + (b * capacity_ + length_) * kv_groups_ * head_dim_);
+      detail::store_tokens(v, b, 0, n,
+                           value_data() + (b * capacity_ + length_) * kv_groups_ * value_dim_);
+    }
+    length_ += n;
+  }
+
+  // The filled part, [batch, length, kv_groups, head_dim] and [..., value_dim], with the strides
+  // of the full buffer (batch stride capacity·kv_groups·dim). With length 0 the views have no
+  // tokens: do not validate them, there is nothing to read.
+  TensorView<const Storage> keys() const noexcept {
+    return TensorView<const Storage>::strided(key_data(), k_size_, batch_, length_, kv_groups_,
+                                              head_dim_, capacity_ * kv_groups_ * head_dim_,
+                                              kv_groups_ * head_dim_, head_dim_);
+  }
+  TensorView<const Storage> values() const noexcept {
+    return TensorView<const Storage>::strided(value_data(), v_size_, batch_, length_, kv_groups_,
+                                              value_dim_, capacity_ * kv_groups_ * value_dim_,
+                                              kv_groups_ * value_dim_, value_dim_);
+  }
+
+  // The KV-source contract (attention/kv_source.hpp): the filled rows as the kernels read them,
+  // and their extents.
+  detail::KvRows<Storage> kv_rows() const { return detail::view_rows(keys(), values()); }
+  detail::KvExtents kv_extents() const { return detail::kv_extents(keys(), values()); }
+
+  // Forgets every token; the memory stays allocated for the next sequences.
+  void clear() noexcept { length_ = 0; }
+
+ private:
+  Storage* key_data() const noexcept { return buffer_.data(); }
+  Storage* value_data() const noexcept { return buffer_.data() + v_offset_; }
+
+  std::int64_t batch_, capacity_, kv_groups_, head_dim_, value_dim_;
+  std::int64_t length_ = 0;
+  std::int64_t k_size_ = 0, v_size_ = 0, v_offset_ = 0;
+  detail::AlignedBuffer<Storage> buffer_;
+};
+
+}  // namespace MULTIHEAD_ISA_NAMESPACE
+}  // namespace multihead

@@ -1,0 +1,328 @@
+// Attention<Variant>: an attention layer with its projections, the module users build models of.
+//
+// Weights follow PyTorch's nn.Linear: a projection from `in` to `out` features is an
+// [out, in] row-major matrix W with y = x·Wᵀ + b, so tensors exported from a PyTorch model load
+// as they are:
+//   Wq [heads·head_dim, model_dim]      Wk [kv_groups·head_dim, model_dim]
+//   Wv [kv_groups·value_dim, model_dim] Wo [model_dim, heads·value_dim]
+// The input x is [batch·tokens, model_dim], batch-major (the rows of sequence 0, then 1, ...).
+// Q = x·Wqᵀ is then exactly the [batch, tokens, heads, head_dim] layout the kernels read.
+// With config.rope set, Q and K are rotated by their tokens' positions (rope.hpp) between the
+// projections and the kernel: every query head, and every K/V group's key.
+//
+// Two ways to run a layer:
+//   forward(x, y)         the whole sequences at once (training, scoring, a one-shot prefill);
+//   forward(x, cache, y)  incrementally, as a decoder generates: x holds the next tokens of each
+//                         sequence, their K/V go into a KvCache and their queries attend over
+//                         everything cached. Prefilling N tokens and then stepping M single
+//                         tokens gives the outputs of one causal forward over the N + M tokens
+//                         (equal up to fp32 summation order with a float cache; a bf16 or fp16
+//                         cache rounds K and V once, on the way in).
+#pragma once
+
+#include "../core/eigen.hpp"
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <type_traits>
+
+#include "../attention/fused.hpp"
+#include "../attention/options.hpp"
+#include "../attention/reference.hpp"
+#include "../cache/decode.hpp"
+#include "../cache/kv_cache.hpp"
+#include "../core/parallel.hpp"
+#include "config.hpp"
+#include "projection.hpp"
+#include "rope.hpp"
+#include "variant.hpp"
+
+namespace multihead {
+inline namespace MULTIHEAD_ISA_NAMESPACE {
+
+enum class Projection { q, k, v, o };
+
+inline const char* projection_name(Projection p) {
+  switch (p) {
+    case Projection::q: return "Wq";
+    case Projection::k: return "Wk";
+    case Projection::v: return "Wv";
+    case Projection::o: return "Wo";
+  }
+  return "W?";
+}
+
+struct ForwardOptions {
+  // x holds batch sequences of x.rows() / batch tokens each. With a KV cache the batch is the
+  // cache's: leave this at 1 or set it to cache.batch().
+  std::int64_t batch = 1;
+  int threads = 0;         // 0: all OpenMP threads
+  KernelChoice kernel = KernelChoice::fused;
+};
+
+
+template <class Variant>
+class Attention {
+ public:
+  // Validates the config (and that its kv_groups suit the variant); weights start at zero.
+  explicit Attention(const LayerConfig& config) : config_(config) {
+    config_.validate();
+    Variant::check(config_);
+    if (config_.rope) rope_.emplace(*config_.rope, config_.head_dim);
+    if (config_.alibi) alibi_slopes_ = alibi_slopes(config_.heads);
+    for (Projection p : {Projection::q, Projection::k, Projection::v, Projection::o}) {
+      weight_ref(p).setZero(out_features(p), in_features(p));
+      if (config_.bias) bias_ref(p).setZero(out_features(p));
+    }
+  }
+
+  const LayerConfig& config() const noexcept { return config_; }
+  static constexpr const char* variant_name() noexcept { return Variant::name; }
+
+  std::int64_t out_features(Projection p) const {
+    switch (p) {
+      case Projection::q: return config_.heads * config_.head_dim;
+      case Projection::k: return config_.kv_groups * config_.head_dim;
+      case Projection::v: return config_.kv_groups * config_.v_dim();
+      case Projection::o: return config_.model_dim;
+    }
+    return 0;
+  }
+  std::int64_t in_features(Projection p) const {
+    return p == Projection::o ? config_.heads * config_.v_dim() : config_.model_dim;
+  }
+
+  const RowMatrix& weight(Projection p) const { return const_cast<Attention*>(this)->weight_ref(p); }
+  // Empty when the config has no bias.
+  const Eigen::VectorXf& bias(Projection p) const { return const_cast<Attention*>(this)->bias_ref(p); }
+
+  // Sets one weight from a matrix of shape [out_features, in_features].
+  void set_weight(Projection p, const Eigen::Ref<const RowMatrix>& w) {
+    check_weight_shape(p, w.rows(), w.cols());
+    weight_ref(p) = w;
+  }
+
+  // Sets one weight from a row-major [out_features, in_features] buffer of `size` floats.
+  void set_weight(Projection p, const float* data, std::int64_t size) {
+    check_buffer(projection_name(p), data, size, out_features(p) * in_features(p));
+    weight_ref(p) = Eigen::Map<const RowMatrix>(data, out_features(p), in_features(p));
+  }
+
+  // Sets all four weights, checking every shape before changing any.
+  void set_weights(const Eigen::Ref<const RowMatrix>& wq, const Eigen::Ref<const RowMatrix>& wk,
+                   const Eigen::Ref<const RowMatrix>& wv, const Eigen::Ref<const RowMatrix>& wo) {
+    check_weight_shape(Projection::q, wq.rows(), wq.cols());
+    check_weight_shape(Projection::k, wk.rows(), wk.cols());
+    check_weight_shape(Projection::v, wv.rows(), wv.cols());
+    check_weight_shape(Projection::o, wo.rows(), wo.cols());
+    wq_ = wq;
+    wk_ = wk;
+    wv_ = wv;
+    wo_ = wo;
+  }
+
+  void set_bias(Projection p, const Eigen::Ref<const Eigen::VectorXf>& b) {
+    set_bias(p, b.data(), b.size());
+  }
+  void set_bias(Projection p, const float* data, std::int64_t size) {
+    detail::require(config_.bias, projection_name(p),
+                    " bias: the layer was configured without biases (config.bias = false)");
+    check_buffer(projection_name(p), data, size, out_features(p));
+    bias_ref(p) = Eigen::Map<const Eigen::VectorXf>(data, size);
+  }
+
+  // Fills weights and biases as nn.Linear's default initialisation does: uniform in
+  // [-1/sqrt(in_features), 1/sqrt(in_features)]; the same seed gives the same layer everywhere.
+  void init_random(std::uint64_t seed) {
+    std::mt19937_64 generator(seed);
+    for (Projection p : {Projection::q, Projection::k, Projection::v, Projection::o}) {
+      const float bound = 1.0f / std::sqrt(static_cast<float>(in_features(p)));
+      detail::fill_uniform(weight_ref(p).template reshaped<Eigen::RowMajor>(), bound, generator);
+      detail::fill_uniform(bias_ref(p), bound, generator);
+    }
+  }
+
+  // y = Attention(x)·Woᵀ + bo for x of shape [batch·tokens, model_dim]; see ForwardOptions.
+  RowMatrix forward(const Eigen::Ref<const RowMatrix>& x, const ForwardOptions& options = {}) {
+    RowMatrix y;
+    forward(x, y, options);
+    return y;
+  }
+
+  // As above, writing into y (resized to [x.rows(), model_dim] if needed), so that repeated
+  // calls of one shape allocate nothing.
+  void forward(const Eigen::Ref<const RowMatrix>& x, RowMatrix& y,
+               const ForwardOptions& options = {}) {
+    detail::check_layer_input(x, config_.model_dim, options.batch, options.threads);
+    const std::int64_t batch = options.batch, tokens = x.rows() / batch;
+    const int threads = resolve_threads(options.threads);
+    project_inputs(x, threads);
+    rotate(batch, tokens, 0);
+    attend_fresh(batch, tokens, options.kernel, threads);
+    detail::project(attended_, wo_, bo_, y, threads);
+  }
+
+  // Incremental forward: x [cache.batch()·tokens, model_dim] holds the next `tokens` tokens of
+  // each of the cache's sequences, batch-major (options.batch: 1, meaning the cache's, or
+  // cache.batch()). Appends their K and V to the cache, attends their queries over all
+  // cache.length() tokens (causal per config, bottom-right aligned, so the new tokens are the last
+  // ones), and writes y [x.rows(), model_dim]. A prefill of N tokens into an empty cache followed
+  // by M single-token steps gives what forward(x) gives over the N + M tokens with the causal mask.
+  // With a rope, the new tokens are at positions cache.length() onwards; their keys are rotated
+  // before they are cached.
+  //
+  // A call into an empty cache (a prefill) attends over the fresh fp32 K/V with options.kernel,
+  // as engines do: that is forward(x)'s work, and it does not read back what a bf16 or fp16 cache
+  // has just rounded. Every later call (decode steps, further prefill chunks) runs
+  // decode_attention over the cache.
+  //
+  // x, options and the cache's shape and free capacity are all checked before anything is
+  // written: on std::invalid_argument the cache and y are as they were. Workspaces are reused,
+  // so steps of one shape allocate nothing here.
+  template <class Storage>
+  void forward(const Eigen::Ref<const RowMatrix>& x, KvCache<Storage>& cache, RowMatrix& y,
+               const ForwardOptions& options = {}) {
+    using detail::require;
+    const std::int64_t batch = cache.batch();
+    require(cache.kv_groups() == config_.kv_groups, "cache kv_groups (", cache.kv_groups(),
+            ") must equal the layer's kv_groups (", config_.kv_groups, ")");
+    require(cache.head_dim() == config_.head_dim, "cache head_dim (", cache.head_dim(),
+            ") must equal the layer's head_dim (", config_.head_dim, ")");
+    require(cache.value_dim() == config_.v_dim(), "cache value_dim (", cache.value_dim(),
+            ") must equal the layer's value_dim (", config_.v_dim(), ")");
+    const std::int64_t tokens =
+        detail::check_step_input(x, config_.model_dim, options.batch, options.threads, batch,
+                                 cache.length(), cache.capacity());
+    const int threads = resolve_threads(options.threads);
+
+    project_inputs(x, threads);
+    rotate(batch, tokens, cache.length());
+    const bool prefill = cache.length() == 0;
+    cache.append(view(k_, batch, tokens, config_.kv_groups, config_.head_dim),
+                 view(v_, batch, tokens, config_.kv_groups, config_.v_dim()));
+    if (prefill) {
+      attend_fresh(batch, tokens, options.kernel, threads);
+    } else {
+      decode_attention(view(q_, batch, tokens, config_.heads, config_.head_dim), cache,
+                       output_view(batch, tokens), kernel_options(threads));
+    }
+    detail::project(attended_, wo_, bo_, y, threads);
+  }
+
+  // As above, returning y.
+  template <class Storage>
+  RowMatrix forward(const Eigen::Ref<const RowMatrix>& x, KvCache<Storage>& cache,
+                    const ForwardOptions& options = {}) {
+    RowMatrix y;
+    forward(x, cache, y, options);
+    return y;
+  }
+
+  // Learned parameters: the four weights and, when configured, their biases.
+  std::int64_t parameter_count() const {
+    std::int64_t count = 0;
+    for (Projection p : {Projection::q, Projection::k, Projection::v, Projection::o})
+      count += out_features(p) * in_features(p) + (config_.bias ? out_features(p) : 0);
+    return count;
+  }
+
+  // Bytes of K and V a cache keeps per token of context, for elements of the given size.
+  std::int64_t kv_cache_bytes_per_token(std::int64_t bytes_per_element = sizeof(float)) const {
+    return config_.kv_groups * (config_.head_dim + config_.v_dim()) * bytes_per_element;
+  }
+
+ private:
+  RowMatrix& weight_ref(Projection p) {
+    switch (p) {
+      case Projection::q: return wq_;
+      case Projection::k: return wk_;
+      case Projection::v: return wv_;
+      case Projection::o: break;
+    }
+    return wo_;
+  }
+  Eigen::VectorXf& bias_ref(Projection p) {
+    switch (p) {
+      case Projection::q: return bq_;
+      case Projection::k: return bk_;
+      case Projection::v: return bv_;
+      case Projection::o: break;
+    }
+    return bo_;
+  }
+
+  void check_weight_shape(Projection p, std::int64_t rows, std::int64_t cols) const {
+    detail::require(rows == out_features(p) && cols == in_features(p), projection_name(p),
+                    " shape [", rows, ", ", cols, "] must be [out_features, in_features] = [",
+                    out_features(p), ", ", in_features(p), "]");
+  }
+
+  // Q, K and V of x into the workspaces, and room for the attended heads.
+  void project_inputs(const Eigen::Ref<const RowMatrix>& x, int threads) {
+    detail::project(x, wq_, bq_, q_, threads);
+    detail::project(x, wk_, bk_, k_, threads);
+    detail::project(x, wv_, bv_, v_, threads);
+    attended_.resize(x.rows(), config_.heads * config_.v_dim());
+  }
+
+  // A workspace [batch·tokens, heads·dim] seen as the kernels' [batch, tokens, heads, dim].
+  static TensorView<const float> view(const RowMatrix& m, std::int64_t batch, std::int64_t tokens,
+                                      std::int64_t heads, std::int64_t dim) {
+    return TensorView<const float>(m.data(), m.size(), batch, tokens, heads, dim);
+  }
+  static TensorView<float> mutable_view(RowMatrix& m, std::int64_t batch, std::int64_t tokens,
+                                        std::int64_t heads, std::int64_t dim) {
+    return TensorView<float>(m.data(), m.size(), batch, tokens, heads, dim);
+  }
+  TensorView<float> output_view(std::int64_t batch, std::int64_t tokens) {
+    return TensorView<float>(attended_.data(), attended_.size(), batch, tokens, config_.heads,
+                             config_.v_dim());
+  }
+
+  KernelOptions kernel_options(int threads) const {
+    return multihead::kernel_options(config_, alibi_slopes_, config_.scale, threads);
+  }
+
+  // With a rope, rotates the projected q and k of `tokens` tokens per sequence, the first at
+  // position `first`. The table grows geometrically, so steps of one token rarely allocate.
+  void rotate(std::int64_t batch, std::int64_t tokens, std::int64_t first) {
+    if (!rope_) return;
+    rope_->reserve(detail::checked_add(first, tokens, "last position (first + tokens)"));
+    apply_rope(*rope_, mutable_view(q_, batch, tokens, config_.heads, config_.head_dim), first);
+    apply_rope(*rope_, mutable_view(k_, batch, tokens, config_.kv_groups, config_.head_dim), first);
+  }
+
+  // Attention of the projected tokens over themselves, into attended_.
+  void attend_fresh(std::int64_t batch, std::int64_t tokens, KernelChoice choice, int threads) {
+    const std::int64_t d = config_.head_dim, dv = config_.v_dim();
+    const auto q = view(q_, batch, tokens, config_.heads, d);
+    const auto k = view(k_, batch, tokens, config_.kv_groups, d);
+    const auto v = view(v_, batch, tokens, config_.kv_groups, dv);
+    if (choice == KernelChoice::reference)
+      reference_attention(q, k, v, output_view(batch, tokens), kernel_options(threads));
+    else
+      fused_attention(q, k, v, output_view(batch, tokens), kernel_options(threads));
+  }
+
+  static void check_buffer(const char* name, const float* data, std::int64_t size,
+                           std::int64_t expected) {
+    detail::require(data != nullptr, name, ": data is null");
+    detail::require(size == expected, name, ": buffer size (", size, ") must be ", expected);
+  }
+
+  LayerConfig config_;
+  RowMatrix wq_, wk_, wv_, wo_;
+  Eigen::VectorXf bq_, bk_, bv_, bo_;
+  // Workspaces reused across calls: the projections of x and the attended heads.
+  RowMatrix q_, k_, v_, attended_;
+  std::vector<float> alibi_slopes_;  // when config_.alibi
+  std::optional<RopeTable> rope_;  // cos and sin per position, when config_.rope is set
+};
+
+using MHA = Attention<variant::MultiHead>;
+using GQA = Attention<variant::GroupedQuery>;
+using MQA = Attention<variant::MultiQuery>;
+
+}  // namespace MULTIHEAD_ISA_NAMESPACE
+}  // namespace multihead

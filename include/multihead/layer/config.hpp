@@ -1,0 +1,56 @@
+// The configuration of an attention layer, with its checks.
+//
+// Every check throws std::invalid_argument naming the field and its value, e.g.
+// "heads (12) must be divisible by kv_groups (5)", before anything is written.
+#pragma once
+
+#include <cstdint>
+#include <cmath>
+#include <optional>
+#include <vector>
+
+#include "../attention/modifiers.hpp"
+#include "../attention/shape.hpp"
+#include "../core/error.hpp"
+#include "rope.hpp"
+
+namespace multihead {
+inline namespace MULTIHEAD_ISA_NAMESPACE {
+// One attention layer: model_dim → heads × head_dim queries, kv_groups × head_dim keys and
+// kv_groups × value_dim values, heads × value_dim → model_dim output.
+// MHA has kv_groups = heads, MQA kv_groups = 1, GQA anything in between that divides heads.
+// The score modifiers (causal, window, soft-cap, ALiBi, sinks) are the ScoreModifiers it derives
+// from (attention/modifiers.hpp), the same as an MLA layer's.
+struct LayerConfig : ScoreModifiers {
+  std::int64_t model_dim = 0;
+  std::int64_t heads = 0;
+  std::int64_t kv_groups = 0;
+  std::int64_t head_dim = 0;
+  std::optional<std::int64_t> value_dim;  // defaults to head_dim
+  bool bias = false;                      // q, k, v and o projections carry a bias
+  std::optional<float> scale;             // defaults to 1/sqrt(head_dim)
+  std::optional<RopeConfig> rope;         // rotary position embedding of q and k (rope.hpp)
+
+  std::int64_t v_dim() const { return value_dim.value_or(head_dim); }
+  std::int64_t group_size() const { return heads / kv_groups; }
+
+  // Throws unless every size is positive, kv_groups divides heads, the weight sizes fit and a
+  // rope suits head_dim.
+  void validate() const {
+    using detail::require;
+    using detail::require_positive;
+    require_positive(model_dim, "model_dim");
+    detail::check_heads(heads, kv_groups, head_dim, v_dim());
+    if (scale)
+      require(*scale > 0.0f && std::isfinite(*scale), "scale (", *scale,
+              ") must be positive and finite");
+    if (rope) rope->validate(head_dim);
+    validate_modifiers(heads);
+    // The largest weights: Wq [heads·head_dim, model_dim] and Wo [model_dim, heads·value_dim].
+    detail::checked_product("Wq size (heads * head_dim * model_dim)", heads, head_dim, model_dim);
+    detail::checked_product("Wo size (model_dim * heads * value_dim)", model_dim, heads, v_dim());
+  }
+};
+
+}  // namespace MULTIHEAD_ISA_NAMESPACE
+}  // namespace multihead

@@ -1,0 +1,92 @@
+// What both layer kinds (Attention<Variant>, MLA) share around their kernels: the projections
+// x·Wᵀ + b split over threads, the checks of a forward's input, nn.Linear's initialisation, and
+// which kernel a fresh forward runs.
+#pragma once
+
+#include "../core/eigen.hpp"
+#include <cstdint>
+#include <random>
+
+#include "../attention/reference.hpp"
+#include "../core/compiled.hpp"
+#include "../core/error.hpp"
+#include "../core/parallel.hpp"
+#include "../simd/ops.hpp"
+
+namespace multihead {
+inline namespace MULTIHEAD_ISA_NAMESPACE {
+
+using RowMatrix = detail::RowMatrix;
+
+// Which attention kernel a layer runs: the fused kernel (fused.hpp), or the reference
+// (reference.hpp), the plain oracle kept for checking and comparison. With a KV cache the choice
+// applies to a prefill into an empty cache; later calls read the cache with decode_attention.
+enum class KernelChoice { fused, reference };
+
+namespace detail {
+
+// out = x·Wᵀ (+ b) with the work split over threads: by rows of x when there are enough of
+// them, otherwise by output features, so one-token decode steps use every thread too. Each
+// thread runs one large product on its share, which Eigen does well. A template (on this ISA's
+// ops, unused inside) so that a build with the kernels library compiles it once (compiled.hpp).
+template <class Ops = simd::Ops>
+void project(const Eigen::Ref<const RowMatrix>& x, const RowMatrix& w, const Eigen::VectorXf& bias,
+             RowMatrix& out, int threads) {
+  out.resize(x.rows(), w.rows());
+  const bool by_rows = x.rows() >= 32 * static_cast<Eigen::Index>(threads);
+  const std::int64_t units = by_rows ? x.rows() : w.rows();
+  parallel_chunks(units, threads, [&](int, std::int64_t begin, std::int64_t end) {
+    const Eigen::Index count = end - begin;
+    if (by_rows) {
+      out.middleRows(begin, count).noalias() = x.middleRows(begin, count) * w.transpose();
+      if (bias.size() != 0) out.middleRows(begin, count).rowwise() += bias.transpose();
+    } else {
+      out.middleCols(begin, count).noalias() = x * w.middleRows(begin, count).transpose();
+      if (bias.size() != 0)
+        out.middleCols(begin, count).rowwise() += bias.segment(begin, count).transpose();
+    }
+  });
+}
+
+MULTIHEAD_INSTANCE(void project<simd::Ops>(const Eigen::Ref<const RowMatrix>&, const RowMatrix&,
+                                           const Eigen::VectorXf&, RowMatrix&, int))
+
+// The checks every forward runs on x and its options before touching anything.
+inline void check_layer_input(const Eigen::Ref<const RowMatrix>& x, std::int64_t model_dim,
+                              std::int64_t batch, int threads) {
+  require(x.cols() == model_dim, "x.cols (", x.cols(), ") must equal model_dim (", model_dim, ")");
+  require(batch > 0, "batch (", batch, ") must be positive");
+  require(x.rows() > 0 && x.rows() % batch == 0, "x.rows (", x.rows(),
+          ") must be a positive multiple of batch (", batch, ")");
+  require(threads >= 0, "threads (", threads, ") must not be negative");
+}
+
+// The checks of an incremental forward over a cache of `batch` sequences holding `length` of
+// `capacity` tokens, on top of check_layer_input's: options.batch is 1 or the cache's, and the
+// new tokens fit. Returns the tokens per sequence in x.
+inline std::int64_t check_step_input(const Eigen::Ref<const RowMatrix>& x, std::int64_t model_dim,
+                                     std::int64_t options_batch, int threads, std::int64_t batch,
+                                     std::int64_t length, std::int64_t capacity) {
+  require(options_batch == 1 || options_batch == batch, "batch (", options_batch,
+          ") must be 1 (take the cache's) or the cache's batch (", batch, ")");
+  check_layer_input(x, model_dim, batch, threads);
+  const std::int64_t tokens = x.rows() / batch, room = capacity - length;
+  require(tokens <= room, "x holds ", tokens, " tokens per sequence but the cache has room for ",
+          room, " (length ", length, " of capacity ", capacity, ")");
+  return tokens;
+}
+
+// Fills `values` (a range of floats) uniformly in [-bound, bound), as nn.Linear initialises its
+// weight and bias with bound 1/sqrt(in_features); the same generator state, the same values.
+template <class Range>
+void fill_uniform(Range&& values, float bound, std::mt19937_64& generator) {
+  for (float& x : values) {
+    const float unit = static_cast<float>(generator() >> 40) * 0x1p-24f;  // [0, 1)
+    x = (2.0f * unit - 1.0f) * bound;
+  }
+}
+
+}  // namespace detail
+
+}  // namespace MULTIHEAD_ISA_NAMESPACE
+}  // namespace multihead

@@ -1,0 +1,204 @@
+// Rotary position embedding (RoPE): queries and keys rotated by their position, so that q·k
+// depends on the two tokens' distance.
+//
+// The first rotary_dim dims of a head (all of them by default) form rotary_dim / 2 pairs; pair i
+// of a token at position p is rotated by the angle p·θ^(−2i / rotary_dim):
+//   (a, b) → (a·cos − b·sin, b·cos + a·sin).
+// The dims from rotary_dim on are left as they are (partial rotary, as in GPT-NeoX and Phi).
+// Two layouts pair the dims differently:
+//   rotate_half  pairs (i, i + rotary_dim/2): Llama, Mistral, Qwen, GPT-NeoX;
+//   interleaved  pairs (2i, 2i + 1): GPT-J, the original paper, DeepSeek's decoupled RoPE key.
+//
+// RopeTable holds cos and sin per position; apply_rope rotates a [batch, tokens, heads, dim]
+// view in place, token t of the view at position offset + t (or offsets[b] + t per sequence), so
+// a decode step rotates its token at the position it really has.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../core/tensor_view.hpp"
+
+namespace multihead {
+inline namespace MULTIHEAD_ISA_NAMESPACE {
+
+enum class RopeLayout { rotate_half, interleaved };
+
+struct RopeConfig {
+  std::optional<std::int64_t> rotary_dim;  // defaults to head_dim; even, at most head_dim
+  double base = 10000.0;                   // θ
+  RopeLayout layout = RopeLayout::rotate_half;
+
+  // How many dims of a head of head_dim rotate: rotary_dim, or all of them.
+  std::int64_t rotary_dims(std::int64_t head_dim) const { return rotary_dim.value_or(head_dim); }
+
+  // Throws unless rotary_dim is positive, even and at most head_dim, and base positive and finite.
+  void validate(std::int64_t head_dim) const {
+    using detail::require;
+    const std::int64_t dims = rotary_dims(head_dim);
+    const char* from = rotary_dim ? "" : ", the head_dim";  // the default, named as such
+    require(dims > 0, "rope.rotary_dim (", dims, from, ") must be positive");
+    require(dims % 2 == 0, "rope.rotary_dim (", dims, from, ") must be even: dims rotate in pairs");
+    require(dims <= head_dim, "rope.rotary_dim (", dims, ") must not exceed head_dim (", head_dim,
+            ")");
+    require(base > 0.0 && std::isfinite(base), "rope.base (", base,
+            ") must be positive and finite");
+  }
+};
+
+// cos and sin of every pair's angle at positions [0, positions()), as floats. Each angle is
+// computed in double (error about p·2e-16 rad) and only its cos and sin are rounded to float, so
+// every entry is within about one float ulp of the exact value even far out: an angle computed in
+// float would be off by up to p·6e-8 rad, 6e-3 at p = 10^5.
+class RopeTable {
+ public:
+  // A table for heads of head_dim dims covering positions [0, positions). Throws on a bad config
+  // or a negative count.
+  RopeTable(const RopeConfig& config, std::int64_t head_dim, std::int64_t positions = 0)
+      : config_(config), head_dim_(head_dim) {
+    detail::require_positive(head_dim, "head_dim");
+    config.validate(head_dim);
+    rotary_dim_ = config.rotary_dims(head_dim);
+    const std::int64_t pairs = rotary_dim_ / 2;
+    inv_freq_.resize(static_cast<std::size_t>(pairs));
+    for (std::int64_t i = 0; i < pairs; ++i)
+      inv_freq_[static_cast<std::size_t>(i)] =
+          std::pow(config.base, -2.0 * static_cast<double>(i) / static_cast<double>(rotary_dim_));
+    detail::require(positions >= 0, "positions (", positions, ") must not be negative");
+    grow(positions);
+  }
+
+  const RopeConfig& config() const noexcept { return config_; }
+  RopeLayout layout() const noexcept { return config_.layout; }
+  std::int64_t head_dim() const noexcept { return head_dim_; }
+  std::int64_t rotary_dim() const noexcept { return rotary_dim_; }
+  std::int64_t positions() const noexcept { return positions_; }
+
+  // The rotary_dim / 2 cosines and sines of position p, pair by pair; p < positions().
+  const float* cos(std::int64_t p) const noexcept { return values_.data() + p * rotary_dim_; }
+  const float* sin(std::int64_t p) const noexcept { return cos(p) + rotary_dim_ / 2; }
+
+  // Makes the table cover at least positions [0, positions). It grows to at least twice its
+  // size, as std::vector does, so a decoder that asks for one more position per step allocates
+  // O(log n) times. Rows already computed keep their values.
+  void reserve(std::int64_t positions) {
+    detail::require(positions >= 0, "positions (", positions, ") must not be negative");
+    if (positions <= positions_) return;
+    const bool can_double = positions_ <= std::numeric_limits<std::int64_t>::max() / 2;
+    grow(can_double ? std::max(positions, 2 * positions_) : positions);
+  }
+
+ private:
+  void grow(std::int64_t positions) {
+    if (positions <= positions_) return;
+    const std::int64_t size =
+        detail::checked_product("rope table size (positions * rotary_dim)", positions, rotary_dim_);
+    values_.resize(static_cast<std::size_t>(size));
+    const std::int64_t pairs = rotary_dim_ / 2;
+    for (std::int64_t p = positions_; p < positions; ++p) {
+      float* c = values_.data() + p * rotary_dim_;
+      for (std::int64_t i = 0; i < pairs; ++i) {
+        const double angle = static_cast<double>(p) * inv_freq_[static_cast<std::size_t>(i)];
+        c[i] = static_cast<float>(std::cos(angle));
+        c[pairs + i] = static_cast<float>(std::sin(angle));
+      }
+    }
+    positions_ = positions;
+  }
+
+  RopeConfig config_;
+  std::int64_t head_dim_ = 0;
+  std::int64_t rotary_dim_ = 0;
+  std::int64_t positions_ = 0;
+  std::vector<double> inv_freq_;  // θ^(−2i / rotary_dim), pair by pair
+  std::vector<float> values_;     // [positions, rotary_dim]: per position the cosines, then sines
+};
+
+namespace detail {
+
+// The checks of both apply_rope overloads that do not depend on the offsets.
+inline void check_rope_view(const RopeTable& table, const TensorView<float>& x) {
+  x.validate("x");
+  x.validate_no_overlap("x");  // a row reached twice would be rotated twice
+  require(x.dim() == table.head_dim(), "x.dim (", x.dim(),
+          ") must equal the rope table's head_dim (", table.head_dim(), ")");
+}
+
+// Positions [offset, offset + tokens) must be in the table; `name` and `index` (-1 for none)
+// say which offset is checked. The name is only put together for a message.
+inline void check_rope_positions(const RopeTable& table, std::int64_t offset, std::int64_t tokens,
+                                 const char* name, std::int64_t index = -1) {
+  const auto which = [&] { return index < 0 ? std::string(name) : concat(name, "[", index, "]"); };
+  if (offset < 0) fail(which(), " (", offset, ") must not be negative");
+  const std::int64_t end = checked_add(offset, tokens, "last position (offset + tokens)");
+  if (end > table.positions())
+    fail("positions [", offset, ", ", end, ") from ", which(), " exceed the rope table's ",
+         table.positions(), " positions (reserve more)");
+}
+
+// Rotates the first rotary_dim dims of one head's row at the position of cos / sin. Plain loops
+// over contiguous pairs, which the compiler vectorises; RoPE costs O(tokens·heads·head_dim), far
+// below the projections around it, so it needs no hand-written SIMD.
+inline void rotate_row(float* x, const float* c, const float* s, std::int64_t pairs,
+                       RopeLayout layout) {
+  if (layout == RopeLayout::rotate_half) {
+    float* y = x + pairs;
+    for (std::int64_t i = 0; i < pairs; ++i) {
+      const float a = x[i], b = y[i];
+      x[i] = a * c[i] - b * s[i];
+      y[i] = b * c[i] + a * s[i];
+    }
+  } else {
+    for (std::int64_t i = 0; i < pairs; ++i) {
+      const float a = x[2 * i], b = x[2 * i + 1];
+      x[2 * i] = a * c[i] - b * s[i];
+      x[2 * i + 1] = b * c[i] + a * s[i];
+    }
+  }
+}
+
+inline void rotate_sequence(const RopeTable& table, const TensorView<float>& x, std::int64_t b,
+                            std::int64_t offset) {
+  const std::int64_t pairs = table.rotary_dim() / 2;
+  for (std::int64_t t = 0; t < x.tokens(); ++t) {
+    const float* c = table.cos(offset + t);
+    const float* s = table.sin(offset + t);
+    for (std::int64_t h = 0; h < x.heads(); ++h)
+      rotate_row(x.row(b, t, h), c, s, pairs, table.layout());
+  }
+}
+
+}  // namespace detail
+
+// Rotates x [batch, tokens, heads, head_dim] in place, token t of every sequence at position
+// offset + t. Every head gets the same rotation, so x may hold queries or keys of any head count.
+// Throws std::invalid_argument, before writing, unless x is a valid view of distinct elements with
+// the table's head_dim and the positions are in the table. Allocates nothing.
+inline void apply_rope(const RopeTable& table, const TensorView<float>& x,
+                       std::int64_t offset = 0) {
+  detail::check_rope_view(table, x);
+  detail::check_rope_positions(table, offset, x.tokens(), "offset");
+  for (std::int64_t b = 0; b < x.batch(); ++b) detail::rotate_sequence(table, x, b, offset);
+}
+
+// As above with one offset per sequence: token t of sequence b is at position offsets[b] + t, for
+// a batch of sequences of different lengths.
+inline void apply_rope(const RopeTable& table, const TensorView<float>& x,
+                       Span<const std::int64_t> offsets) {
+  detail::check_rope_view(table, x);
+  detail::require(offsets.data != nullptr && offsets.size == x.batch(), "offsets: size (",
+                  offsets.size, ") must equal x.batch (", x.batch(), ") and data must not be null");
+  for (std::int64_t b = 0; b < x.batch(); ++b)
+    detail::check_rope_positions(table, offsets.data[b], x.tokens(), "offsets", b);
+  for (std::int64_t b = 0; b < x.batch(); ++b)
+    detail::rotate_sequence(table, x, b, offsets.data[b]);
+}
+
+}  // namespace MULTIHEAD_ISA_NAMESPACE
+}  // namespace multihead

@@ -1,0 +1,74 @@
+// The storage codec contract: how a kernel reads cached rows of one storage type. Kernels are
+// written against Codec<S>, never against a concrete type, so that a new format (8-bit or 4-bit
+// values with per-block scales) is one new codec here and no edit to a kernel.
+//
+//   using storage_type = S
+//   static constexpr std::int64_t units(values)   elements of S that hold a row of `values`
+//                                                 values: the unit of every row pointer, stride
+//                                                 and group offset in a KV source (a quantized
+//                                                 format's S is its block of values and scale)
+//   static constexpr std::int64_t row_bytes(values)  bytes of such a row (prefetch, budgets)
+//   static constexpr bool kScaled                 rows carry scales (per row, or per block of
+//                                                 at most 32 values); widened values have them
+//                                                 applied
+//   template <class Ops> static V load(row, i)    values [i, i + W) of a row, i a multiple of
+//                                                 Ops::W, widened to fp32 in registers
+//   static constexpr bool kPairs                  load_pairs exists: 2·W values as the even- and
+//   template <class Ops> load_pairs(row, i, even, odd)   the odd-indexed ones, i a multiple of 2·W
+//                                                 (cheaper than two loads for bf16; the tiles
+//                                                 order Q to match, row_tiles.hpp)
+//   template <class Ops> static void widen(row, n, out)  the row's first n values into fp32 out
+// Ops is the ISA's primitives (simd/ops.hpp): a codec names no intrinsic itself.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "half.hpp"
+
+namespace multihead {
+inline namespace MULTIHEAD_ISA_NAMESPACE {
+
+template <class S>
+struct Codec;
+
+namespace detail {
+
+// float, bf16 and fp16: one value per element, no scales, the ISA's widening loads.
+template <class S, bool Pairs>
+struct PlainCodec {
+  using storage_type = S;
+  static constexpr bool kScaled = false;
+  static constexpr bool kPairs = Pairs;
+  static constexpr std::int64_t units(std::int64_t values) { return values; }
+  static constexpr std::int64_t row_bytes(std::int64_t values) {
+    return values * std::int64_t(sizeof(S));
+  }
+  template <class Ops>
+  static typename Ops::V load(const S* row, std::int64_t i) {
+    return Ops::loadu(row + i);
+  }
+  template <class Ops>
+  static void load_pairs(const S* row, std::int64_t i, typename Ops::V& even,
+                         typename Ops::V& odd) {
+    static_assert(Pairs, "load_pairs: this storage type has no paired load");
+    Ops::loadu_pairs(row + i, even, odd);
+  }
+  template <class Ops>
+  static void widen(const S* row, std::int64_t n, float* out) {
+    Ops::widen(row, out, n);
+  }
+};
+
+}  // namespace detail
+
+template <>
+struct Codec<float> : detail::PlainCodec<float, false> {};
+// bf16 is the top half of a float: a pair of values widens with a shift and a mask.
+template <>
+struct Codec<bf16> : detail::PlainCodec<bf16, true> {};
+template <>
+struct Codec<fp16> : detail::PlainCodec<fp16, false> {};
+
+}  // namespace MULTIHEAD_ISA_NAMESPACE
+}  // namespace multihead
