@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -192,6 +194,34 @@ TEST(LatentConfigTest, RejectsBadSizesNamingTheField) {
   bad.model_dim = 1LL << 30;
   EXPECT_NE(message(bad).find("overflow"), std::string::npos) << message(bad);
   EXPECT_THROW(MLA{bad}, std::invalid_argument);
+}
+
+// MLA layers take the score modifiers of dense layers (ScoreModifiers), checked the same way.
+TEST(LatentConfigTest, RejectsBadModifiersNamingTheField) {
+  const auto message = [](LatentConfig c) {
+    try {
+      MLA layer(c);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string("no exception");
+  };
+  const LatentConfig c = small_config(0, 8, true);
+  LatentConfig bad = c;
+  bad.window_left = -2;
+  EXPECT_NE(message(bad).find("window (left -2"), std::string::npos) << message(bad);
+  bad = c;
+  bad.softcap = -1.0f;
+  EXPECT_NE(message(bad).find("softcap (-1)"), std::string::npos) << message(bad);
+  bad = c;
+  bad.sinks = {0.0f};
+  EXPECT_NE(message(bad).find("sinks: one value per query head"), std::string::npos)
+      << message(bad);
+  bad.sinks.assign(static_cast<std::size_t>(c.heads), 0.0f);
+  bad.sinks[1] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_NE(message(bad).find("sinks[1]"), std::string::npos) << message(bad);
+  bad.sinks[1] = -std::numeric_limits<float>::infinity();  // no sink for that head: fine
+  EXPECT_EQ(message(bad), "no exception");
 }
 
 TEST(LatentParameters, HuggingFaceShapesAndPresence) {

@@ -174,6 +174,69 @@ TEST(LatentFromDense, AnExplicitScaleCarriesOver) {
   EXPECT_LE(relative_difference(mla.forward(x), dense.forward(x)), 1e-4);
 }
 
+// Every score modifier of the dense layer carries over, and the MLA layer applies it: at full
+// rank both paths give the dense layer's outputs, which differ from the unmodified layer's (so
+// a dropped modifier fails here), over a fresh forward and, for causal layers, over a cache,
+// prefill then steps.
+TEST(LatentFromDense, EveryScoreModifierCarriesOver) {
+  struct Case {
+    const char* name;
+    std::function<void(LayerConfig&)> set;
+  };
+  const Case cases[] = {
+      {"not causal", [](LayerConfig& c) { c.causal = false; }},
+      {"sliding window", [](LayerConfig& c) { c.window_left = 2; }},
+      {"window both sides", [](LayerConfig& c) { c.causal = false, c.window_left = 1, c.window_right = 2; }},
+      {"soft-cap", [](LayerConfig& c) { c.softcap = 0.05f; }},
+      {"ALiBi", [](LayerConfig& c) { c.alibi = true; }},
+      {"sinks", [](LayerConfig& c) { c.sinks = {1.0f, -0.5f, 2.0f, 0.0f, 3.0f, -1.0f, 0.5f, 1.5f}; }},
+  };
+  const std::int64_t batch = 2, prefill = 6, steps = 3, tokens = prefill + steps;
+  for (const Case& test : cases) {
+    SCOPED_TRACE(test.name);
+    LayerConfig plain = config_of({2, 16}, true), c = plain;
+    test.set(c);
+    GQA dense(c), unmodified(plain);
+    dense.init_random(30);
+    unmodified.init_random(30);
+    const LatentConversion conversion = latent_from_dense(dense, LatentRank::fixed(max_rank(c)));
+    const auto& lc = conversion.layer.config();
+    EXPECT_EQ(lc.causal, c.causal);
+    EXPECT_EQ(lc.window_left, c.window_left);
+    EXPECT_EQ(lc.window_right, c.window_right);
+    EXPECT_EQ(lc.softcap, c.softcap);
+    EXPECT_EQ(lc.alibi, c.alibi);
+    EXPECT_EQ(lc.sinks, c.sinks);
+
+    const RowMatrix x = random_input(batch * tokens, 31);
+    const RowMatrix expected = dense.forward(x, ForwardOptions{batch, 0, {}});
+    EXPECT_GT(relative_difference(unmodified.forward(x, ForwardOptions{batch, 0, {}}), expected),
+              1e-3)
+        << "the modifier changes nothing here: this case proves nothing";
+    for (LatentPath path : {LatentPath::naive, LatentPath::absorbed}) {
+      SCOPED_TRACE(path == LatentPath::naive ? "naive path" : "absorbed path");
+      MLA mla = conversion.layer;
+      EXPECT_LE(relative_difference(mla.forward(x, latent_options(batch, path)), expected), 1e-4);
+      // Prefill, then single steps over a cache: the same outputs where no query sees a later
+      // token (which a cache does not hold yet).
+      if (!c.causal || c.window_right > 0) continue;
+      LatentCache<float> cache(batch, tokens, lc.latent_dim, lc.rope_dim);
+      RowMatrix y(batch * tokens, kModel);
+      for (std::int64_t start = 0, n = prefill; start < tokens; start += n, n = 1) {
+        RowMatrix chunk(batch * n, kModel), out;
+        for (std::int64_t b = 0; b < batch; ++b)
+          chunk.middleRows(b * n, n) = x.middleRows(b * tokens + start, n);
+        LatentForwardOptions options = latent_options(batch, path);
+        options.batch = 1;
+        mla.forward(chunk, cache, out, options);
+        for (std::int64_t b = 0; b < batch; ++b)
+          y.middleRows(b * tokens + start, n) = out.middleRows(b * n, n);
+      }
+      EXPECT_LE(relative_difference(y, expected), 1e-4);
+    }
+  }
+}
+
 // ---- Truncation: the error it reports, and what it does to the outputs -------------------------
 
 // Every rank: the reported ‖W − W_r‖/‖W‖ equals the one of the W_r the MLA layer holds, up to the

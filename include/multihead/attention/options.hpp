@@ -155,6 +155,16 @@ inline KernelShape check_cache_call_args(const TensorView<const float>& q,
   return shape;
 }
 
+// The 0.2 signature, a cache's extents as a KernelShape (its q_len and heads ignored).
+[[deprecated("pass the source's extents: detail::KvExtents")]] inline KernelShape
+check_cache_call_args(const TensorView<const float>& q, const TensorView<float>& o,
+                      const LseOutput& lse, const KernelOptions& options, const KernelShape& cache) {
+  return check_cache_call_args(
+      q, o, lse, options,
+      detail::KvExtents{cache.batch, cache.kv_len, cache.kv_groups, cache.head_dim,
+                        cache.value_dim});
+}
+
 inline float resolved_scale(const KernelOptions& options, std::int64_t head_dim) {
   return options.scale ? *options.scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
 }

@@ -90,53 +90,6 @@ struct LatentForwardOptions {
   KernelChoice kernel = KernelChoice::fused;
 };
 
-namespace detail {
-
-// x / sqrt(mean(x²) + eps) · weight on `count` values of each row, starting at column `first`:
-// DeepSeek's RMSNorm (computed in fp32, the mean summed in double).
-inline void rms_norm_rows(RowMatrix& m, std::int64_t first, std::int64_t count,
-                          const RowMatrix& weight, float eps) {
-  for (Eigen::Index r = 0; r < m.rows(); ++r) {
-    float* x = m.row(r).data() + first;
-    double squares = 0.0;
-    for (std::int64_t i = 0; i < count; ++i) squares += double(x[i]) * double(x[i]);
-    const float inverse =
-        static_cast<float>(1.0 / std::sqrt(squares / static_cast<double>(count) + double(eps)));
-    for (std::int64_t i = 0; i < count; ++i) x[i] = x[i] * inverse * weight(0, i);
-  }
-}
-
-using ConstStridedMap = Eigen::Map<const RowMatrix, 0, Eigen::OuterStride<>>;
-using StridedMap = Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>>;
-
-// Columns [column, column + cols) of every row of m, as a matrix.
-inline ConstStridedMap columns(const RowMatrix& m, std::int64_t column, std::int64_t cols) {
-  return ConstStridedMap(m.data() + column, m.rows(), cols, Eigen::OuterStride<>(m.cols()));
-}
-inline StridedMap columns(RowMatrix& m, std::int64_t column, std::int64_t cols) {
-  return StridedMap(m.data() + column, m.rows(), cols, Eigen::OuterStride<>(m.cols()));
-}
-// Rows [row, row + count) of m.
-inline ConstStridedMap row_range(const RowMatrix& m, std::int64_t row, std::int64_t count) {
-  return ConstStridedMap(m.data() + row * m.cols(), count, m.cols(), Eigen::OuterStride<>(m.cols()));
-}
-
-// out = a·b, or a·bᵀ with transpose_b: the absorbed path's per-head products with W_UK and W_UV.
-// A template (on this ISA's ops, unused inside) so that a build with the kernels library
-// compiles Eigen's products once (compiled.hpp), not in every translation unit that runs MLA.
-template <class Ops = simd::Ops>
-void multiply(StridedMap out, const ConstStridedMap& a, const ConstStridedMap& b, bool transpose_b) {
-  if (transpose_b)
-    out.noalias() = a * b.transpose();
-  else
-    out.noalias() = a * b;
-}
-
-MULTIHEAD_INSTANCE(void multiply<simd::Ops>(StridedMap, const ConstStridedMap&,
-                                            const ConstStridedMap&, bool))
-
-}  // namespace detail
-
 namespace variant {
 
 // Multi-head latent attention: Attention<Latent> is configured by a LatentConfig.
