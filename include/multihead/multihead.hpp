@@ -13,8 +13,8 @@
 //   layer/      configs, RoPE, projections, Attention<Variant> (MHA/GQA/MQA) and MLA
 #pragma once
 
-#include "version.hpp"
 #include "build_info.hpp"
+#include "version.hpp"
 
 #include "core/aligned_buffer.hpp"
 #include "core/error.hpp"

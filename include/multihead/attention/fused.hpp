@@ -25,13 +25,13 @@
 #include <vector>
 
 #include "../core/compiled.hpp"
-#include "options.hpp"
-#include "column_tiles.hpp"
-#include "prefetch.hpp"
-#include "shape.hpp"
 #include "../core/parallel.hpp"
-#include "score_pass.hpp"
 #include "../core/scratch.hpp"
+#include "column_tiles.hpp"
+#include "options.hpp"
+#include "prefetch.hpp"
+#include "score_pass.hpp"
+#include "shape.hpp"
 #include "state.hpp"
 
 namespace multihead {

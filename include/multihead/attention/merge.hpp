@@ -17,6 +17,7 @@
 
 #include "../core/error.hpp"
 #include "../core/tensor_view.hpp"
+#include "options.hpp"
 #include "state.hpp"
 
 namespace multihead {

@@ -7,9 +7,9 @@
 #include <optional>
 #include <vector>
 
+#include "../core/tensor_view.hpp"
 #include "modifiers.hpp"
 #include "shape.hpp"
-#include "../core/tensor_view.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {

@@ -14,10 +14,10 @@
 #include <vector>
 
 #include "../core/compiled.hpp"
-#include "options.hpp"
 #include "../core/parallel.hpp"
-#include "score_pass.hpp"
 #include "../simd/ops.hpp"
+#include "options.hpp"
+#include "score_pass.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {

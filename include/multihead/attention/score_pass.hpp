@@ -15,6 +15,7 @@
 #include <limits>
 
 #include "options.hpp"
+#include "shape.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
@@ -91,7 +92,8 @@ class ScorePass {
     block.b = b;
     block.rows = rows;
     const std::int64_t shift = offset(q_len, length);
-    std::int64_t query = r0 / group_size_, in_group = r0 % group_size_;  // no division per row
+    const RowSite first = row_site(g, r0, group_size_);  // then stepped, no division per row
+    std::int64_t query = first.position, in_group = first.head - g * group_size_;
     for (int r = 0; r < padded; ++r) {
       block.query[r] = query;
       block.head[r] = g * group_size_ + in_group;

@@ -30,8 +30,8 @@
 #include <optional>
 #include <type_traits>
 
-#include "attention.hpp"
 #include "../core/error.hpp"
+#include "attention.hpp"
 #include "latent_attention.hpp"
 
 namespace multihead {
