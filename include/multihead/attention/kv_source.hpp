@@ -5,6 +5,8 @@
 // and strides (KvRun). Views, packed varlen buffers and paged block tables are three ways of
 // filling the same struct; the decode kernel is compiled once per storage type for all of them.
 // Caches (cache/) adapt themselves to it, and an engine that owns its memory fills one directly.
+// Pointers, strides and group offsets count elements of S: for the plain types one value each,
+// for a format with scales the codec's units (storage/codec.hpp).
 #pragma once
 
 #include <algorithm>

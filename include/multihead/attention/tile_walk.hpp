@@ -54,11 +54,13 @@ void add_prefetch_regions(const KvRun<S>& run, std::int64_t groups, std::int64_t
     for (std::int64_t g = 0; g < groups; ++g)
       regions.emplace_back(rows + g * group, stride, run.keys, dim);
   };
-  add(run.k, run.k_stride, run.k_group, d);
+  // Strides and offsets count storage elements (the codec's units), as rows do.
+  const std::int64_t k_units = Codec<S>::units(d), v_units = Codec<S>::units(dv);
+  add(run.k, run.k_stride, run.k_group, k_units);
   const bool v_in_k = static_cast<const void*>(run.v) == static_cast<const void*>(run.k) &&
                       run.v_stride == run.k_stride && (groups == 1 || run.v_group == run.k_group) &&
-                      dv <= d;
-  if (!v_in_k) add(run.v, run.v_stride, run.v_group, dv);
+                      v_units <= k_units;
+  if (!v_in_k) add(run.v, run.v_stride, run.v_group, v_units);
 }
 
 // Calls of the prefetch cursor that one KV group's pass over `tile` makes: scores() and
