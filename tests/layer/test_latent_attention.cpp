@@ -15,8 +15,8 @@
 
 #include <multihead/multihead.hpp>
 
-#include "naive_latent_reference.hpp"
-#include "naive_reference.hpp"
+#include "support/naive_latent_reference.hpp"
+#include "support/naive_reference.hpp"
 
 namespace {
 

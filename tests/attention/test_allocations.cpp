@@ -13,7 +13,7 @@
 
 #include <multihead/multihead.hpp>
 
-#include "naive_reference.hpp"
+#include "support/naive_reference.hpp"
 
 namespace {
 std::atomic<long> allocations{0};

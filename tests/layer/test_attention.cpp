@@ -10,8 +10,8 @@
 
 #include <multihead/multihead.hpp>
 
-#include "module_testing.hpp"
-#include "naive_reference.hpp"
+#include "support/module_testing.hpp"
+#include "support/naive_reference.hpp"
 
 namespace {
 

@@ -1,6 +1,7 @@
-// Every attention kernel (kernel_testing::kKernels: the fused kernel, the reference and the
-// decode kernel over float views) against the independent naive oracle (naive_reference.hpp),
-// under the accuracy standard: max|lib - double| <= 2 * max|naive fp32 - double| + 1e-6, for the
+// The kernel contract (kernel_args.hpp): the suite every attention kernel runs
+// (kernel_testing::kKernels: the fused kernel, the reference and the decode kernel over float
+// views; a new kernel joins by being added there). Each kernel is checked against the
+// independent naive oracle (naive_reference.hpp) under the accuracy standard: max|lib - double| <= 2 * max|naive fp32 - double| + 1e-6, for the
 // output and the log-sum-exp alike. Each test runs once per kernel; its name ends in the
 // kernel's name (…/fused, …/reference, …/decode) or, for the sweeps, starts its parameter name
 // (…/fused_h8g2_d64_len129_causal).
@@ -18,8 +19,8 @@
 
 #include <multihead/multihead.hpp>
 
-#include "kernel_testing.hpp"
-#include "naive_reference.hpp"
+#include "support/kernel_testing.hpp"
+#include "support/naive_reference.hpp"
 
 namespace {
 
@@ -30,7 +31,7 @@ using naive::AttentionShape;
 using namespace kernel_testing;
 
 // The fixture of every test that runs once per kernel.
-class Attention : public ::testing::TestWithParam<Kernel> {
+class KernelContract : public ::testing::TestWithParam<Kernel> {
  protected:
   const Kernel& kernel() const { return GetParam(); }
   LibResult run(const Inputs& in, const KernelOptions& options) const {
@@ -41,7 +42,7 @@ class Attention : public ::testing::TestWithParam<Kernel> {
   }
 };
 
-INSTANTIATE_TEST_SUITE_P(Kernels, Attention, ::testing::ValuesIn(kKernels), kernel_param_name);
+INSTANTIATE_TEST_SUITE_P(Kernels, KernelContract, ::testing::ValuesIn(kKernels), kernel_param_name);
 
 // ---- The sweep: heads/groups × head dims × lengths × causal -------------------------------------
 
@@ -84,9 +85,9 @@ std::string sweep_name(const ::testing::TestParamInfo<KernelSweepParam>& info) {
   return out.str();
 }
 
-class AttentionSweep : public ::testing::TestWithParam<KernelSweepParam> {};
+class KernelContractSweep : public ::testing::TestWithParam<KernelSweepParam> {};
 
-TEST_P(AttentionSweep, MatchesNaiveOracle) {
+TEST_P(KernelContractSweep, MatchesNaiveOracle) {
   const auto& [kernel, sweep] = GetParam();
   const auto& [hg, d, len, causal] = sweep;
   const AttentionShape shape = make_shape(1, len, len, hg.heads, hg.kv_groups, d, d);
@@ -97,12 +98,12 @@ TEST_P(AttentionSweep, MatchesNaiveOracle) {
         options);
 }
 
-INSTANTIATE_TEST_SUITE_P(HeadsDimsLengths, AttentionSweep,
+INSTANTIATE_TEST_SUITE_P(HeadsDimsLengths, KernelContractSweep,
                          ::testing::Combine(::testing::ValuesIn(kKernels),
                                             ::testing::ValuesIn(sweep_params())),
                          sweep_name);
 
-TEST(AttentionSweepCoverage, SweepCoversEveryValue) {
+TEST(KernelContractSweepCoverage, SweepCoversEveryValue) {
   const std::vector<SweepParam> params = sweep_params();
   for (const HeadsGroups& hg : kHeadsGroups) {
     bool found = false;
@@ -137,9 +138,9 @@ TEST(AttentionSweepCoverage, SweepCoversEveryValue) {
 using LengthsParam = std::tuple<std::int64_t, std::int64_t, bool>;  // q_len, kv_len, causal
 using KernelLengthsParam = std::tuple<Kernel, LengthsParam>;
 
-class AttentionLengths : public ::testing::TestWithParam<KernelLengthsParam> {};
+class KernelContractLengths : public ::testing::TestWithParam<KernelLengthsParam> {};
 
-TEST_P(AttentionLengths, MatchesNaiveOracle) {
+TEST_P(KernelContractLengths, MatchesNaiveOracle) {
   const auto& [kernel, lengths] = GetParam();
   const auto& [q_len, kv_len, causal] = lengths;
   const AttentionShape shape = make_shape(2, q_len, kv_len, 4, 2, 16, 16);
@@ -188,14 +189,14 @@ std::vector<LengthsParam> lengths_params() {
   return params;
 }
 
-INSTANTIATE_TEST_SUITE_P(QueryShorterAndLonger, AttentionLengths,
+INSTANTIATE_TEST_SUITE_P(QueryShorterAndLonger, KernelContractLengths,
                          ::testing::Combine(::testing::ValuesIn(kKernels),
                                             ::testing::ValuesIn(lengths_params())),
                          lengths_name);
 
 // ---- Batch, value_dim, scale -------------------------------------------------------------------
 
-TEST_P(Attention, BatchGreaterThanOne) {
+TEST_P(KernelContract, BatchGreaterThanOne) {
   for (bool causal : {false, true}) {
     const AttentionShape shape = make_shape(3, 17, 17, 8, 2, 32, 32);
     SCOPED_TRACE(describe(shape) + (causal ? ", causal" : ""));
@@ -223,7 +224,7 @@ TEST_P(Attention, BatchGreaterThanOne) {
   }
 }
 
-TEST_P(Attention, ValueDimDiffersFromHeadDim) {
+TEST_P(KernelContract, ValueDimDiffersFromHeadDim) {
   const std::int64_t dims[][2] = {{64, 32}, {16, 80}, {3, 1}, {1, 7}, {128, 64}};
   for (const auto& dim : dims)
     for (bool causal : {false, true}) {
@@ -235,7 +236,7 @@ TEST_P(Attention, ValueDimDiffersFromHeadDim) {
     }
 }
 
-TEST_P(Attention, ExplicitScale) {
+TEST_P(KernelContract, ExplicitScale) {
   const AttentionShape shape = make_shape(1, 20, 33, 4, 1, 24, 24);
   const Inputs in = make_inputs(shape, 5);
   std::vector<float> previous;
@@ -256,7 +257,7 @@ TEST_P(Attention, ExplicitScale) {
   EXPECT_EQ(a.lse, b.lse);
 }
 
-TEST_P(Attention, LseIsOptional) {
+TEST_P(KernelContract, LseIsOptional) {
   const AttentionShape shape = make_shape(2, 13, 13, 4, 2, 8, 8);
   const Inputs in = make_inputs(shape, 21);
   KernelOptions options;
@@ -273,7 +274,7 @@ TEST_P(Attention, LseIsOptional) {
 
 // ---- Strided views -----------------------------------------------------------------------------
 
-TEST_P(Attention, StridedHeadMajorMatchesContiguous) {
+TEST_P(KernelContract, StridedHeadMajorMatchesContiguous) {
   for (bool causal : {false, true}) {
     check_strided(kernel(), head_major, make_shape(2, 19, 19, 4, 2, 16, 16), causal);
     check_strided(kernel(), head_major, make_shape(1, 5, 40, 8, 1, 64, 32), causal);
@@ -281,7 +282,7 @@ TEST_P(Attention, StridedHeadMajorMatchesContiguous) {
   }
 }
 
-TEST_P(Attention, StridedPaddedViewsIntoLargerBuffersMatchContiguous) {
+TEST_P(KernelContract, StridedPaddedViewsIntoLargerBuffersMatchContiguous) {
   for (bool causal : {false, true}) {
     check_strided(kernel(), padded, make_shape(2, 19, 19, 4, 2, 16, 16), causal);
     check_strided(kernel(), padded, make_shape(3, 24, 11, 4, 4, 5, 9), causal);
@@ -291,7 +292,7 @@ TEST_P(Attention, StridedPaddedViewsIntoLargerBuffersMatchContiguous) {
 }
 
 // A single token may carry any token stride (here 0 and a huge one): there is no second row.
-TEST_P(Attention, StridedSingleTokenViewsIgnoreTheirTokenStride) {
+TEST_P(KernelContract, StridedSingleTokenViewsIgnoreTheirTokenStride) {
   const AttentionShape shape = make_shape(2, 1, 9, 4, 2, 8, 8);
   const Inputs in = make_inputs(shape, 77);
   const Oracle oracle = run_oracle(in, KernelOptions{});
@@ -313,7 +314,7 @@ TEST_P(Attention, StridedSingleTokenViewsIgnoreTheirTokenStride) {
 
 // Inputs may alias: K and V broadcast one row to every token with a token stride of 0, and the
 // result equals attention over the materialised copies.
-TEST_P(Attention, StridedBroadcastInputsWithZeroStride) {
+TEST_P(KernelContract, StridedBroadcastInputsWithZeroStride) {
   AttentionShape shape = make_shape(2, 6, 10, 4, 2, 8, 8);
   Inputs in = make_inputs(shape, 99);
   const std::vector<float> k_row = naive::random_vector(2 * 2 * 8, 100);  // [batch, groups, dim]
@@ -340,7 +341,7 @@ TEST_P(Attention, StridedBroadcastInputsWithZeroStride) {
 
 // ---- Threads -----------------------------------------------------------------------------------
 
-TEST_P(Attention, ThreadsOneAndTwoMeetTheStandardAndRepeatBitwise) {
+TEST_P(KernelContract, ThreadsOneAndTwoMeetTheStandardAndRepeatBitwise) {
   const AttentionShape shape = make_shape(3, 37, 45, 8, 2, 32, 24);
   const Inputs in = make_inputs(shape, 4242);
   for (bool causal : {false, true}) {
@@ -365,7 +366,7 @@ TEST_P(Attention, ThreadsOneAndTwoMeetTheStandardAndRepeatBitwise) {
 
 // ---- Numerically hard inputs -------------------------------------------------------------------
 
-TEST_P(Attention, NumericsLargeLogitsDoNotOverflow) {
+TEST_P(KernelContract, NumericsLargeLogitsDoNotOverflow) {
   for (bool causal : {false, true}) {
     const AttentionShape shape = make_shape(1, 33, 33, 4, 2, 64, 64);
     SCOPED_TRACE(describe(shape) + (causal ? ", causal" : ""));
@@ -391,7 +392,7 @@ TEST_P(Attention, NumericsLargeLogitsDoNotOverflow) {
   for (float x : lib.o) ASSERT_TRUE(std::isfinite(x));
 }
 
-TEST_P(Attention, NumericsEqualScoresAverageTheVisibleValues) {
+TEST_P(KernelContract, NumericsEqualScoresAverageTheVisibleValues) {
   // Q = 0 makes every score 0: each row's output is the mean of the V rows it sees and its
   // log-sum-exp is log(visible).
   for (bool causal : {false, true}) {

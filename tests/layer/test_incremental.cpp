@@ -29,10 +29,13 @@
 
 #include <multihead/multihead.hpp>
 
-#include "module_testing.hpp"
-#include "naive_reference.hpp"
+#include "support/module_testing.hpp"
+#include "support/naive_reference.hpp"
+#include "support/testing.hpp"
 
 namespace {
+
+using test_support::stored;
 
 using namespace module_testing;
 
@@ -67,11 +70,6 @@ const char* storage_name() {
   return "float";
 }
 
-// The float an element of a Storage cache reads back as.
-template <class Storage>
-float stored(float x) {
-  return multihead::to_float(multihead::from_float<Storage>(x));
-}
 
 
 
@@ -243,7 +241,7 @@ struct StorageNames {
   }
 };
 
-using Storages = ::testing::Types<float, bf16, fp16>;
+using Storages = test_support::StorageTypes;
 TYPED_TEST_SUITE(IncrementalForward, Storages, StorageNames);
 
 // Prefill lengths from 1 (the first step sees a one-token cache) to past one K/V tile.

@@ -14,11 +14,16 @@
 
 #include <multihead/multihead.hpp>
 
+#include "support/testing.hpp"
+
 namespace {
+
+using test_support::bits_of;
+using test_support::float_of;
+using test_support::kInf;
 
 using Ops = multihead::simd::Ops;
 constexpr int W = Ops::W;
-constexpr float kInf = std::numeric_limits<float>::infinity();
 
 // The floats a vector holds, 64-byte aligned for the aligned loads and stores of every ISA.
 struct alignas(64) Lanes {
@@ -31,17 +36,6 @@ Lanes from_vector(typename Ops::V x) {
   return out;
 }
 
-std::uint32_t bits_of(float x) {
-  std::uint32_t b;
-  std::memcpy(&b, &x, sizeof b);
-  return b;
-}
-
-float float_of(std::uint32_t b) {
-  float x;
-  std::memcpy(&x, &b, sizeof x);
-  return x;
-}
 
 // The distance in units in the last place: the number of floats between a and b (0 if equal;
 // +0 and -0 are equal; a NaN is infinitely far).

@@ -18,7 +18,12 @@
 #include <type_traits>
 #include <vector>
 
+#include "support/testing.hpp"
+
 namespace {
+
+using test_support::bits_of;
+using test_support::float_of;
 
 using multihead::bf16;
 using multihead::fp16;
@@ -28,17 +33,6 @@ static_assert(std::is_trivial_v<fp16> && std::is_standard_layout_v<fp16> && size
 static_assert(multihead::is_storage_type_v<float> && multihead::is_storage_type_v<bf16> &&
               multihead::is_storage_type_v<fp16> && !multihead::is_storage_type_v<double>);
 
-std::uint32_t bits_of(float x) {
-  std::uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  return u;
-}
-
-float float_of(std::uint32_t u) {
-  float x;
-  std::memcpy(&x, &u, sizeof x);
-  return x;
-}
 
 bool is_nan_bits(std::uint32_t u) { return (u & 0x7fffffffu) > 0x7f800000u; }
 

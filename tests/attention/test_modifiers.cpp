@@ -23,10 +23,13 @@
 #include <string>
 #include <vector>
 
-#include "kernel_testing.hpp"
-#include "naive_modified_reference.hpp"
+#include "support/kernel_testing.hpp"
+#include "support/naive_modified_reference.hpp"
+#include "support/testing.hpp"
 
 namespace {
+
+using test_support::kInf;
 
 using namespace kernel_testing;
 using multihead::bf16;
@@ -38,7 +41,6 @@ using multihead::PagedKvCache;
 using multihead::ScoreSite;
 using multihead::Span;
 
-constexpr float kInf = std::numeric_limits<float>::infinity();
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 using Index = std::int64_t;
 

@@ -1,7 +1,7 @@
-// The decode kernel (decode.hpp) over views, contiguous caches and paged caches, and
-// merge_states (merge.hpp), against the naive double-precision oracle under the accuracy
-// standard of kernel_testing.hpp. (The whole reference suite also runs over the decode kernel
-// on float views: kernel_testing::kKernels.)
+// The decode kernel (decode.hpp) over views, contiguous caches and paged caches, against the
+// naive double-precision oracle under the accuracy standard of kernel_testing.hpp. (The kernel
+// contract suite, test_kernel_contract.cpp, also runs over the decode kernel on float views;
+// merge_states is tested beside the softmax state, test_state.cpp.)
 //
 // The shapes are chosen for the kernel's branches: rows per KV group (q_len × heads per group)
 // on both sides of the row-path limit (W/2) and across one, two, three row vectors and several
@@ -16,9 +16,14 @@
 #include <string>
 #include <vector>
 
-#include "kernel_testing.hpp"
+#include "support/kernel_testing.hpp"
+#include "support/testing.hpp"
 
 namespace {
+
+using test_support::kInf;
+using test_support::stored;
+using Storages = test_support::StorageTypes;
 
 using namespace kernel_testing;
 using multihead::bf16;
@@ -27,14 +32,7 @@ using multihead::KvCache;
 using multihead::PagedKvCache;
 using multihead::Span;
 
-constexpr float kInf = std::numeric_limits<float>::infinity();
 
-// What Storage keeps of each value: the oracle runs on exactly what the cache holds.
-template <class Storage>
-std::vector<float> stored(std::vector<float> x) {
-  for (float& e : x) e = multihead::to_float(multihead::from_float<Storage>(e));
-  return x;
-}
 
 // ---- Paths, dims, lengths and splits, over float views -----------------------------------------
 
@@ -110,7 +108,6 @@ TEST(DecodeNumerics, LargeLogitsAcrossSplits) {
 
 template <class Storage>
 class DecodeCache : public ::testing::Test {};
-using Storages = ::testing::Types<float, bf16, fp16>;
 TYPED_TEST_SUITE(DecodeCache, Storages);
 
 TYPED_TEST(DecodeCache, MatchesNaiveOverTheStoredValues) {
@@ -377,94 +374,6 @@ TEST(DecodeErrors, BadArgumentsThrowAndWriteNothing) {
                                            Span<const std::int64_t>{unknown, 0}, o_view(2, 4, 8)),
                std::invalid_argument);
   expect_untouched();
-}
-
-// ---- merge_states ------------------------------------------------------------------------------
-
-// Attention over [A; B] = merge of attention over A and over B, for key sets split anywhere,
-// including causal rows that see nothing of B (lse_b = −inf).
-TEST(MergeStates, AttentionOverBothPartsEqualsTheMergeOfEach) {
-  const AttentionShape whole = make_shape(2, 5, 150, 8, 2, 32, 24);
-  const Inputs in = make_inputs(whole, 4711, 2.0f);
-  for (std::int64_t split : {1, 70, 149}) {
-    SCOPED_TRACE("split at " + std::to_string(split));
-    // The two parts as strided views into the whole K/V: tokens [0, split) and [split, 150).
-    const auto part = [&](const std::vector<float>& x, std::int64_t dim, std::int64_t t0,
-                          std::int64_t n) {
-      return TensorView<const float>::strided(x.data() + t0 * 2 * dim,
-                                              std::int64_t(x.size()) - t0 * 2 * dim, 2, n, 2, dim,
-                                              150 * 2 * dim, 2 * dim, dim);
-    };
-    const TensorView<const float> q(in.q.data(), whole.q_size(), 2, 5, 8, 32);
-    std::vector<float> o_a(whole.o_size()), o_b(whole.o_size()), lse_a(whole.lse_size()),
-        lse_b(whole.lse_size());
-    KernelOptions options;  // not causal: each part sees all its keys
-    multihead::fused_attention(q, part(in.k, 32, 0, split), part(in.v, 24, 0, split),
-                               TensorView<float>(o_a.data(), whole.o_size(), 2, 5, 8, 24), options,
-                               LseOutput{lse_a.data(), whole.lse_size()});
-    multihead::fused_attention(q, part(in.k, 32, split, 150 - split),
-                               part(in.v, 24, split, 150 - split),
-                               TensorView<float>(o_b.data(), whole.o_size(), 2, 5, 8, 24), options,
-                               LseOutput{lse_b.data(), whole.lse_size()});
-    LibResult merged;
-    merged.o.assign(std::size_t(whole.o_size()), std::nanf(""));
-    merged.lse.assign(std::size_t(whole.lse_size()), std::nanf(""));
-    multihead::merge_states(TensorView<const float>(o_a.data(), whole.o_size(), 2, 5, 8, 24),
-                            Span<const float>{lse_a.data(), whole.lse_size()},
-                            TensorView<const float>(o_b.data(), whole.o_size(), 2, 5, 8, 24),
-                            Span<const float>{lse_b.data(), whole.lse_size()},
-                            TensorView<float>(merged.o.data(), whole.o_size(), 2, 5, 8, 24),
-                            LseOutput{merged.lse.data(), whole.lse_size()});
-    expect_meets_standard(merged, run_oracle(in, options));
-
-    // In place, into A's buffers: the same bits.
-    multihead::merge_states(TensorView<const float>(o_a.data(), whole.o_size(), 2, 5, 8, 24),
-                            Span<const float>{lse_a.data(), whole.lse_size()},
-                            TensorView<const float>(o_b.data(), whole.o_size(), 2, 5, 8, 24),
-                            Span<const float>{lse_b.data(), whole.lse_size()},
-                            TensorView<float>(o_a.data(), whole.o_size(), 2, 5, 8, 24),
-                            LseOutput{lse_a.data(), whole.lse_size()});
-    EXPECT_EQ(0, std::memcmp(o_a.data(), merged.o.data(), o_a.size() * sizeof(float)));
-    EXPECT_EQ(0, std::memcmp(lse_a.data(), merged.lse.data(), lse_a.size() * sizeof(float)));
-  }
-}
-
-TEST(MergeStates, EmptySidesContributeNothing) {
-  // Row 0: only A saw keys; row 1: only B; row 2: neither.
-  const float o_a[] = {1, 2, 5, 6, 9, 9}, o_b[] = {3, 4, 7, 8, 9, 9};
-  const float lse_a[] = {0.5f, -kInf, -kInf}, lse_b[] = {-kInf, 2.0f, -kInf};
-  float o[6], lse[3];
-  multihead::merge_states(TensorView<const float>(o_a, 6, 1, 1, 3, 2), Span<const float>{lse_a, 3},
-                          TensorView<const float>(o_b, 6, 1, 1, 3, 2), Span<const float>{lse_b, 3},
-                          TensorView<float>(o, 6, 1, 1, 3, 2), LseOutput{lse, 3});
-  EXPECT_EQ(o[0], 1.0f);
-  EXPECT_EQ(o[1], 2.0f);
-  EXPECT_EQ(o[2], 7.0f);
-  EXPECT_EQ(o[3], 8.0f);
-  EXPECT_EQ(o[4], 0.0f);
-  EXPECT_EQ(o[5], 0.0f);
-  EXPECT_EQ(lse[0], 0.5f);
-  EXPECT_EQ(lse[1], 2.0f);
-  EXPECT_EQ(lse[2], -kInf);
-}
-
-TEST(MergeStates, BadShapesAndPartialOverlapsThrowAndWriteNothing) {
-  std::vector<float> a(30, 1.0f), b(24, 2.0f), out(24, 7.0f), la(4, 0.0f), lb(4, 0.0f);
-  const TensorView<const float> va(a.data(), 24, 1, 2, 2, 6), vb(b.data(), 24, 1, 2, 2, 6);
-  const Span<const float> sa{la.data(), 4}, sb{lb.data(), 4};
-  EXPECT_THROW(multihead::merge_states(va, sa, TensorView<const float>(b.data(), 24, 1, 2, 3, 4),
-                                       sb, TensorView<float>(out.data(), 24, 1, 2, 2, 6)),
-               std::invalid_argument);
-  EXPECT_THROW(multihead::merge_states(va, Span<const float>{la.data(), 3}, vb, sb,
-                                       TensorView<float>(out.data(), 24, 1, 2, 2, 6)),
-               std::invalid_argument);
-  // o shifted by one element into a: neither the same view nor apart.
-  EXPECT_THROW(multihead::merge_states(va, sa, vb, sb,
-                                       TensorView<float>::strided(a.data() + 1, 29, 1, 2, 2, 6,
-                                                                  12, 6, 6)),
-               std::invalid_argument);
-  for (float x : out) EXPECT_EQ(x, 7.0f);
-  for (float x : a) EXPECT_EQ(x, 1.0f);
 }
 
 }  // namespace

@@ -18,8 +18,9 @@
 #include <multihead/multihead.hpp>
 #include <multihead/layer/latent_from_dense.hpp>
 
-#include "module_testing.hpp"
-#include "naive_reference.hpp"
+#include "support/module_testing.hpp"
+#include "support/naive_reference.hpp"
+#include "support/testing.hpp"
 
 namespace {
 
@@ -427,24 +428,6 @@ TEST(LatentFromDense, DecodesOverALatentCacheAsTheDenseLayer) {
 
 // ---- Errors -------------------------------------------------------------------------------------
 
-void expect_invalid(const std::function<void()>& body, const std::string& expected,
-                    const char* file, int line) {
-  const ::testing::ScopedTrace trace(file, line, "expected an error containing: " + expected);
-  try {
-    body();
-  } catch (const std::invalid_argument& error) {
-    const std::string message = error.what();
-    EXPECT_NE(message.find(expected), std::string::npos) << "the message was: " << message;
-    return;
-  } catch (const std::exception& error) {
-    ADD_FAILURE() << "threw another exception type: " << error.what();
-    return;
-  }
-  ADD_FAILURE() << "did not throw";
-}
-
-#define EXPECT_INVALID(expected, ...) \
-  expect_invalid([&] { __VA_ARGS__; }, expected, __FILE__, __LINE__)
 
 TEST(LatentFromDense, RejectsWhatItCannotConvertNamingTheField) {
   GQA rope(with_rope(config_of({2, 16}, true), multihead::RopeLayout::rotate_half));

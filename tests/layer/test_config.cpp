@@ -11,7 +11,8 @@
 
 #include <multihead/multihead.hpp>
 
-#include "naive_reference.hpp"
+#include "support/naive_reference.hpp"
+#include "support/testing.hpp"
 
 namespace {
 
@@ -23,27 +24,6 @@ using multihead::Projection;
 using multihead::RowMatrix;
 using multihead::TensorView;
 
-// Runs `body` and expects std::invalid_argument whose message starts with "multihead: " and
-// contains `expected`.
-void expect_invalid(const std::function<void()>& body, const std::string& expected,
-                    const char* file, int line) {
-  const ::testing::ScopedTrace trace(file, line, "expected an error containing: " + expected);
-  try {
-    body();
-  } catch (const std::invalid_argument& error) {
-    const std::string message = error.what();
-    EXPECT_NE(message.find(expected), std::string::npos) << "the message was: " << message;
-    EXPECT_EQ(message.rfind("multihead: ", 0), 0u) << "the message was: " << message;
-    return;
-  } catch (const std::exception& error) {
-    ADD_FAILURE() << "threw another exception type: " << error.what();
-    return;
-  }
-  ADD_FAILURE() << "did not throw";
-}
-
-#define EXPECT_INVALID(expected, ...) \
-  expect_invalid([&] { __VA_ARGS__; }, expected, __FILE__, __LINE__)
 
 constexpr std::int64_t kHuge = std::int64_t{1} << 40;
 
@@ -240,7 +220,7 @@ class KernelArgs : public ::testing::Test {
   // The call as it stands must throw with `expected` in the message and leave o and lse alone;
   // then the arguments are reset to the good call.
   void expect_rejected(const std::string& expected, const char* file, int line) {
-    expect_invalid([this] { run(); }, expected, file, line);
+    test_support::expect_invalid([this] { run(); }, {expected}, file, line);
     const ::testing::ScopedTrace trace(file, line, expected);
     EXPECT_TRUE(untouched()) << "the kernel wrote its output before throwing";
     reset();

@@ -20,8 +20,8 @@
 
 #include <multihead/multihead.hpp>
 
-#include "kernel_testing.hpp"
-#include "naive_reference.hpp"
+#include "support/kernel_testing.hpp"
+#include "support/naive_reference.hpp"
 
 namespace {
 

@@ -1,0 +1,14 @@
+// A LatentCache stores float, bf16 or fp16; another element type is refused when the type is named.
+// error: LatentCache<Storage>: Storage must be float, bf16 or fp16
+#include <multihead/multihead.hpp>
+
+#ifdef MULTIHEAD_MISUSE
+using Storage = double;
+#else
+using Storage = multihead::bf16;
+#endif
+
+void make_cache() {
+  multihead::LatentCache<Storage> cache(1, 8, 16, 4);
+  (void)cache;
+}
