@@ -2,7 +2,7 @@
 // say so at compile time.
 // error: latent_from_dense takes a dense MHA, GQA or MQA layer; this one is MLA already
 #include <multihead/multihead.hpp>
-#include <multihead/latent_from_dense.hpp>
+#include <multihead/layer/latent_from_dense.hpp>
 
 #ifdef MULTIHEAD_MISUSE
 using Layer = multihead::MLA;

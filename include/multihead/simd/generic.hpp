@@ -24,7 +24,7 @@ namespace simd {
 // reduction (|r| ≤ ln2/2), e^r by a degree-6 polynomial fitted on that interval
 // (|error| < 2e-9), and the result e^r · 2^n.
 // Accuracy: at most 2 ULP from the correctly rounded exp for x in [-87.3, 88.3], the range of
-// normal results (tests/test_simd.cpp sweeps it on every ISA). Below it the result is 0 or
+// normal results (tests/simd/test_simd.cpp sweeps it on every ISA). Below it the result is 0 or
 // subnormal (absolute error < 1.2e-38), and exp(-inf) is exactly 0, which masked scores need.
 // On (88.3, ln FLT_MAX ≈ 88.72] the result is +inf or within 2 ULP (the generic and AVX2
 // versions overflow early, from about 88.38, where n rounds to 128); above it, +inf. The
