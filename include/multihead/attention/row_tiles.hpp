@@ -145,8 +145,8 @@ class RowTiles {
       pr_->pass->apply(s_ + offset, BC + W, 1, keys, j0, block_);
   }
 
-  // The online-softmax step (state.hpp), per row: its state as broadcast vectors, p = exp(s −
-  // max) in place (0 past `keys`, so whole vectors can be summed).
+  // The online-softmax step (state.hpp), per row, its state in scalars: p = exp(s − max) in
+  // place (0 past `keys`, so whole vectors can be summed).
   void softmax(int keys) {
     const int padded = int(round_up(keys, W));
     for (int r = 0; r < rows_; ++r) {
@@ -154,19 +154,15 @@ class RowTiles {
       std::fill(s + keys, s + padded, simd::negative_infinity);
       V tile_max = Ops::set1(simd::negative_infinity);
       for (int j = 0; j < padded; j += W) tile_max = Ops::max(tile_max, Ops::load(s + j));
-      V m = Ops::set1(m_[r]);
-      const SoftmaxStep<Ops> step(m, Ops::set1(Ops::reduce_max(tile_max)));
+      const SoftmaxStep<Ops> step(m_[r], Ops::reduce_max(tile_max));
       V sum = Ops::zero();
       for (int j = 0; j < padded; j += W) {
         const V p = step.probability(Ops::load(s + j));
         Ops::store(s + j, p);
         sum = Ops::add(sum, p);
       }
-      V l = Ops::set1(l_[r]);
-      step.fold(l, Ops::set1(Ops::reduce_add(sum)));
-      alpha_[r] = Ops::first(step.alpha);
-      l_[r] = Ops::first(l);
-      m_[r] = Ops::first(m);
+      step.fold(l_[r], Ops::reduce_add(sum));
+      alpha_[r] = step.row_alpha;
     }
   }
 
@@ -302,20 +298,20 @@ class RowTiles {
       const V alpha = Ops::set1(offset == 0 ? alpha_[r0 + r] : 1.0f);
       for (int c = 0; c < CC; ++c) acc[r][c] = Ops::mul(Ops::load(o + r * dvp_ + c * W), alpha);
     }
-    const E* row = v;
+    const E* row = v + Codec<E>::units(c0);  // c0: whole vectors, whole codec blocks
     for (int j = 0; j < keys; ++j, row += v_stride) {
       ahead.issue();
       V x[CC];
       if constexpr (kPaired<E>) {
         static_assert(CC % 2 == 0, "paired columns come in whole pairs of vectors");
         for (int c = 0; c < CC; c += 2) {
-          Codec<E>::template load_pairs<Ops>(row, c0 + c * W, x[c], x[c + 1]);
+          Codec<E>::template load_pairs<Ops>(row, c * W, x[c], x[c + 1]);
           Ops::in_register(x[c]);
           Ops::in_register(x[c + 1]);
         }
       } else {
         for (int c = 0; c < CC; ++c) {
-          x[c] = Codec<E>::template load<Ops>(row, c0 + c * W);
+          x[c] = Codec<E>::template load<Ops>(row, c * W);
           Ops::in_register(x[c]);
         }
       }

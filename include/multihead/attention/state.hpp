@@ -79,6 +79,7 @@ template <class Ops>
 struct SoftmaxStep {
   using V = typename Ops::V;
   V offset, alpha;
+  float row_alpha = 1.0f;  // alpha of a row held in scalars (the second constructor)
 
   SoftmaxStep() = default;
   SoftmaxStep(V& m, V tile_max) {
@@ -87,8 +88,18 @@ struct SoftmaxStep {
     alpha = Ops::exp(Ops::sub(m, offset));
     m = new_max;
   }
+  // The same step for one row whose state is kept in scalars (the row-major decode tiles): no
+  // exp at all while the row's max stays, the usual case after the first tiles.
+  SoftmaxStep(float& m, float tile_max) {
+    const float new_max = std::max(m, tile_max);
+    offset = Ops::set1(new_max == -std::numeric_limits<float>::infinity() ? 0.0f : new_max);
+    row_alpha = rescale_factor(m, new_max);
+    alpha = Ops::set1(row_alpha);
+    m = new_max;
+  }
   V probability(V score) const { return Ops::exp(Ops::sub(score, offset)); }
   void fold(V& l, V tile_sum) const { l = Ops::fma(l, alpha, tile_sum); }
+  void fold(float& l, float tile_sum) const { l = l * row_alpha + tile_sum; }
 };
 
 }  // namespace detail
