@@ -3,7 +3,7 @@
 // error: AlignedBuffer holds trivial types only
 #include <string>
 
-#include <multihead/multihead.hpp>
+#include <multihead/core/aligned_buffer.hpp>
 
 #ifdef MULTIHEAD_MISUSE
 using Element = std::string;

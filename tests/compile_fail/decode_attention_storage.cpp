@@ -1,6 +1,6 @@
 // decode_attention reads K/V of float, bf16 or fp16; views of another type are refused.
 // error: decode_attention: K/V must be float, bf16 or fp16
-#include <multihead/multihead.hpp>
+#include <multihead/attention/decode.hpp>
 
 #ifdef MULTIHEAD_MISUSE
 using Storage = double;

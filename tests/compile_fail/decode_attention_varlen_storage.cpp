@@ -2,7 +2,7 @@
 // error: decode_attention_varlen: K/V must be float, bf16 or fp16
 #include <cstdint>
 
-#include <multihead/multihead.hpp>
+#include <multihead/attention/varlen.hpp>
 
 #ifdef MULTIHEAD_MISUSE
 using Storage = double;

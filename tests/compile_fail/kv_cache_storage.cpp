@@ -1,6 +1,6 @@
 // A KvCache stores float, bf16 or fp16; another element type is refused when the type is named.
 // error: KvCache<Storage>: Storage must be float, bf16 or fp16
-#include <multihead/multihead.hpp>
+#include <multihead/cache/kv_cache.hpp>
 
 #ifdef MULTIHEAD_MISUSE
 using Storage = double;

@@ -1,6 +1,6 @@
 // A LatentCache stores float, bf16 or fp16; another element type is refused when the type is named.
 // error: LatentCache<Storage>: Storage must be float, bf16 or fp16
-#include <multihead/multihead.hpp>
+#include <multihead/cache/latent_cache.hpp>
 
 #ifdef MULTIHEAD_MISUSE
 using Storage = double;

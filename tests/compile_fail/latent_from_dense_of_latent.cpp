@@ -1,7 +1,6 @@
 // latent_from_dense converts a dense layer (MHA, GQA, MQA) to MLA; given an MLA layer it must
 // say so at compile time.
 // error: latent_from_dense takes a dense MHA, GQA or MQA layer; this one is MLA already
-#include <multihead/multihead.hpp>
 #include <multihead/layer/latent_from_dense.hpp>
 
 #ifdef MULTIHEAD_MISUSE

@@ -1,7 +1,7 @@
 // A custom modifier whose hook is not const has no hook the kernels can call: ModifierRef must
 // refuse it at compile time instead of running attention unmodified.
 // error: a modifier needs at least one hook
-#include <multihead/multihead.hpp>
+#include <multihead/attention/options.hpp>
 
 struct HalveScores {
 #ifdef MULTIHEAD_MISUSE

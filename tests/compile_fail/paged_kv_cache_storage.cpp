@@ -1,6 +1,6 @@
 // A PagedKvCache stores float, bf16 or fp16; another element type is refused when the type is named.
 // error: PagedKvCache<Storage>: Storage must be float, bf16 or fp16
-#include <multihead/multihead.hpp>
+#include <multihead/cache/paged_kv_cache.hpp>
 
 #ifdef MULTIHEAD_MISUSE
 using Storage = double;

@@ -1,6 +1,6 @@
 // A PagedLatentCache stores float, bf16 or fp16; another element type is refused when the type is named.
 // error: PagedLatentCache<Storage>: Storage must be float, bf16 or fp16
-#include <multihead/multihead.hpp>
+#include <multihead/cache/paged_latent_cache.hpp>
 
 #ifdef MULTIHEAD_MISUSE
 using Storage = double;

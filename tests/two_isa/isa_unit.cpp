@@ -1,7 +1,7 @@
-// One ISA's half of the two-ISA program: compiled twice (-march=x86-64-v3 and x86-64-v4,
-// header-only), defining two_isa::TWO_ISA_ENTRY as run_avx2 or run_avx512. Everything of
-// multihead in here lives in that ISA's inline namespace, so the two copies are different
-// functions; the linker must not merge them.
+// One ISA's half of the two-ISA program: compiled twice (-march=x86-64-v3 and x86-64-v4, each
+// with its ISA's kernels library), defining two_isa::TWO_ISA_ENTRY as run_avx2 or run_avx512.
+// Everything of multihead in here lives in that ISA's inline namespace, so the two copies are
+// different functions; the linker must not merge them.
 #include <typeinfo>
 
 #include <multihead/multihead.hpp>

@@ -1,6 +1,6 @@
 // A program with translation units for two ISAs (isa_unit.cpp built for AVX2 and for AVX-512,
-// header-only), as a user shipping per-ISA code paths would link it. Each unit's multihead code
-// sits in its ISA's inline namespace, so both copies coexist; this checks that each unit really
+// each with its ISA's kernels library), as a user shipping per-ISA code paths would link it.
+// Each unit's multihead code sits in its ISA's inline namespace, so both copies coexist; this checks that each unit really
 // ran its own ISA's code and that both meet the accuracy standard against the naive oracle.
 //
 // What it cannot show: code outside multihead's namespaces (Eigen, the standard library) that
