@@ -97,11 +97,12 @@ struct Mods {
     if (!slopes.empty()) o.alibi_slopes = {slopes.data(), Index(slopes.size())};
     if (!sinks.empty()) o.sinks = {sinks.data(), Index(sinks.size())};
     if (!additive.empty())
-      o.additive_mask = MaskView<float>{additive.data(), additive_dims.batch, additive_dims.heads,
-                                        additive_dims.q_len, additive_dims.kv_len};
+      o.additive_mask = MaskView<float>(additive.data(), Index(additive.size()),
+                                        additive_dims.batch, additive_dims.heads,
+                                        additive_dims.q_len, additive_dims.kv_len);
     if (keep)
-      o.boolean_mask = MaskView<bool>{keep.get(), keep_dims.batch, keep_dims.heads,
-                                      keep_dims.q_len, keep_dims.kv_len};
+      o.boolean_mask = MaskView<bool>(keep.get(), keep_dims.size(), keep_dims.batch,
+                                      keep_dims.heads, keep_dims.q_len, keep_dims.kv_len);
     o.modifier = modifier;
     o.scale = scale;
     o.threads = threads;

@@ -259,7 +259,7 @@ TEST(VarlenModifier, BadOffsetsThrowAndWriteNothing) {
                std::invalid_argument);
   const std::unique_ptr<bool[]> mask(new bool[total]());
   KernelOptions masked;
-  masked.boolean_mask = {mask.get(), 1, 1, 1, total};
+  masked.boolean_mask = {mask.get(), total, 1, 1, 1, total};
   EXPECT_THROW(multihead::fused_attention_varlen(Q, K, K, O, {good.data(), 3}, {good.data(), 3},
                                                  masked),
                std::invalid_argument);

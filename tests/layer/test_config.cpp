@@ -101,13 +101,60 @@ TEST(LayerConfigValidation, RejectsSizesThatOverflow) {
   c.heads = std::int64_t{1} << 20;
   c.kv_groups = 1;
   c.head_dim = 1 << 10;
-  EXPECT_INVALID("Wq size (heads * head_dim * model_dim) overflows", c.validate());
+  EXPECT_INVALID("weight size (floats of Wq, Wk, Wv, Wo and their biases) overflows", c.validate());
   // Wq fits, Wo does not: a huge value_dim.
   c = good_layer();
   c.model_dim = kHuge;
   c.head_dim = 1;
   c.value_dim = kHuge;
-  EXPECT_INVALID("Wo size (model_dim * heads * value_dim) overflows", c.validate());
+  EXPECT_INVALID("weight size (floats of Wq, Wk, Wv, Wo and their biases) overflows", c.validate());
+}
+
+// Weights whose floats fit in 64 bits but whose bytes do not: refused by validate(), not by a
+// std::bad_alloc from the constructor.
+TEST(LayerConfigValidation, RejectsWeightsWhoseBytesOverflow) {
+  LayerConfig c = good_layer();
+  c.model_dim = std::int64_t{1} << 60;
+  c.heads = c.kv_groups = c.head_dim = 1;
+  EXPECT_EQ(c.weight_floats(), std::int64_t{1} << 62);
+  EXPECT_INVALID("weight bytes overflows", c.validate());
+  EXPECT_INVALID("weight bytes overflows", multihead::MHA{c});
+}
+
+// Sums of user sizes in the MLA config are checked too: they overflowed (undefined behaviour)
+// and the config was accepted.
+TEST(LatentConfigValidation, RejectsSizesWhoseSumsOverflow) {
+  const std::int64_t max = std::numeric_limits<std::int64_t>::max();
+  multihead::LatentConfig c = multihead::LatentConfig::deepseek_v2_lite();
+  c.nope_dim = max - 1;
+  EXPECT_INVALID("qk_dim (nope_dim + rope_dim) overflows", c.validate());
+  c = multihead::LatentConfig::deepseek_v2_lite();
+  c.latent_dim = max - 10;
+  EXPECT_INVALID("cached_dim (latent_dim + rope_dim) overflows", c.validate());
+  c = multihead::LatentConfig::deepseek_v2_lite();
+  c.model_dim = c.heads = c.latent_dim = 1;
+  c.rope_dim = 0;
+  c.nope_dim = max / 2 + 1;
+  c.value_dim = max / 2 + 1;
+  EXPECT_INVALID("nope_dim + value_dim overflows", c.validate());
+  c = multihead::LatentConfig::deepseek_v3();
+  c.model_dim = std::int64_t{1} << 50;
+  EXPECT_INVALID("overflows", c.validate());
+}
+
+// A RoPE base so small that its angles are infinite (the table was NaN, the layer's output 0).
+TEST(RopeConfigValidation, RejectsABaseWhoseAnglesAreNotFinite) {
+  multihead::RopeConfig rope;
+  rope.base = 5e-324;
+  EXPECT_INVALID("rope.base (4.94066e-324) is too small", rope.validate(64));
+  LayerConfig c = good_layer();
+  c.head_dim = 64;
+  c.rope = rope;
+  EXPECT_INVALID("rope.base", c.validate());
+  c.head_dim = 16;  // base^(−14/16) ≈ 1e283 rad per position: finite angles, accepted
+  EXPECT_NO_THROW(c.validate());
+  rope.base = 0.5;  // below 1 but finite angles: accepted
+  EXPECT_NO_THROW(rope.validate(64));
 }
 
 // ---- KernelShape -------------------------------------------------------------------------------

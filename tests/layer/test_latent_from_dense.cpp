@@ -33,6 +33,8 @@ using multihead::LatentConversion;
 using multihead::LatentForwardOptions;
 using multihead::LatentPath;
 using multihead::LatentRank;
+using multihead::Projection;
+using multihead::RowMatrix;
 using multihead::LatentWeight;
 using multihead::LayerConfig;
 using multihead::MHA;
@@ -453,6 +455,22 @@ TEST(LatentFromDense, RejectsWhatItCannotConvertNamingTheField) {
                  latent_from_dense(dense, LatentRank{4, 0.5}));
   EXPECT_EQ(latent_from_dense(dense, LatentRank::fixed(32)).rank, 32);  // the bounds themselves
   EXPECT_EQ(latent_from_dense(dense, LatentRank::fixed(1)).rank, 1);
+}
+
+// A NaN or an infinity in a weight is refused, naming the weight and where: the SVD of such a
+// matrix returned a negative singular value.
+TEST(LatentFromDense, RejectsNonFiniteWeights) {
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(),
+                          std::numeric_limits<float>::infinity()})
+    for (const Projection p : {Projection::q, Projection::k, Projection::v, Projection::o}) {
+      MQA dense(config_of({1, 16}, true));
+      dense.init_random(81);
+      RowMatrix w = dense.weight(p);
+      w(1, 2) = bad;
+      dense.set_weight(p, w);
+      EXPECT_INVALID("holds a non-finite value", latent_from_dense(dense, LatentRank::fixed(4)));
+      EXPECT_INVALID("at row 1, column 2", latent_from_dense(dense, LatentRank::fixed(4)));
+    }
 }
 
 // The conversion of a layer whose weights are all zero is rank 1 with no error, not a NaN.

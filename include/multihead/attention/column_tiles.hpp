@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 
 #include "../core/tensor_view.hpp"
 #include "../simd/ops.hpp"
@@ -24,6 +25,7 @@
 #include "shape.hpp"
 #include "state.hpp"
 #include "tile_path.hpp"
+#include "visible_values.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
@@ -126,9 +128,10 @@ struct Tiles {
   // The scores of keys [j0, j0 + keys) for a block's rows (score_pass.hpp), by what the tile
   // needs: plain products when every row sees every key; the causal epilogue's mask when a row's
   // range ends inside the tile; the pass's modifiers (and ranges) when a modifier looks at every
-  // score or a range starts inside the tile. The row maxima are folded into tile_max.
+  // score or a range starts inside the tile. The row maxima are folded into tile_max. Returns
+  // whether the tile was masked: whether some row may hide some of its keys.
   template <class Fetch>
-  static void scored_tile(const ScorePass& pass, const BlockRows& block, std::int64_t j0,
+  static bool scored_tile(const ScorePass& pass, const BlockRows& block, std::int64_t j0,
                           const float* qt, const float* k0, std::int64_t k_stride,
                           std::int64_t d, float scale, int keys, float* limit, float* st,
                           V* tile_max, Fetch& next) {
@@ -141,18 +144,30 @@ struct Tiles {
       for (int j = 0; j < keys; ++j)
         for (int v = 0; v < NV; ++v)
           tile_max[v] = Ops::max(tile_max[v], Ops::load(st + j * BR + v * W));
-    } else if (block.masked_end(j0, keys)) {
+      return true;
+    }
+    if (block.masked_end(j0, keys)) {
       block.limits(j0, BR, BC, limit);
       qk_tile<true>(qt, k0, k_stride, d, scale, keys, limit, st, tile_max, next);
-    } else {
-      qk_tile<false>(qt, k0, k_stride, d, scale, keys, limit, st, tile_max, next);
+      return true;
     }
+    qk_tile<false>(qt, k0, k_stride, d, scale, keys, limit, st, tile_max, next);
+    return false;
   }
 
   // The online-softmax step of one tile (state.hpp), NV vectors of rows at a time: the running
   // max m and sum l move on, alpha carries the old sum and output over, P = exp(S − m) in place.
+  // In a masked tile, hidden keys (−inf) get probability −0 (kHiddenProbability), for P·V.
   static void softmax_tile(float* __restrict st, int keys, const V* tile_max, V* m, V* l,
-                           V* alpha) {
+                           V* alpha, bool masked) {
+    if (masked)
+      softmax_steps<true>(st, keys, tile_max, m, l, alpha);
+    else
+      softmax_steps<false>(st, keys, tile_max, m, l, alpha);
+  }
+  template <bool MASKED>
+  static void softmax_steps(float* __restrict st, int keys, const V* tile_max, V* m, V* l,
+                            V* alpha) {
     SoftmaxStep<Ops> step[NV];
     V sum[NV];
     for (int v = 0; v < NV; ++v) {
@@ -161,7 +176,11 @@ struct Tiles {
     }
     for (int j = 0; j < keys; ++j)
       for (int v = 0; v < NV; ++v) {
-        const V p = step[v].probability(Ops::load(st + j * BR + v * W));
+        const V s = Ops::load(st + j * BR + v * W);
+        V p = step[v].probability(s);
+        if constexpr (MASKED)  // −FLT_MAX > s: s is −inf
+          p = Ops::select_greater(Ops::set1(-std::numeric_limits<float>::max()), s, p,
+                                  Ops::set1(kHiddenProbability));
         Ops::store(st + j * BR + v * W, p);
         sum[v] = Ops::add(sum[v], p);
       }
@@ -219,6 +238,23 @@ struct Tiles {
       pv_remainder<MRC - 1>(int(columns - c), ot + c * BR, pt, keys, v0 + c, v_stride,
                                  alpha);
     }
+  }
+
+  // The output update of a masked tile: pv_tile, unless the tile's V holds a non-finite value;
+  // then the scalar update that skips each row's hidden keys (visible_values.hpp).
+  template <class Fetch>
+  static void pv_masked_tile(float* ot, const float* pt, int keys, const float* v0,
+                             std::int64_t v_stride, std::int64_t dv, const V* alpha, Fetch& next) {
+    const std::int64_t columns = DV ? DV : dv;
+    if (values_finite(v0, v_stride, keys, columns))
+      return pv_tile(ot, pt, keys, v0, v_stride, dv, alpha, next);
+    alignas(64) float factor[BR];
+    for (int v = 0; v < NV; ++v) Ops::store(factor + v * W, alpha[v]);
+    for (std::int64_t c = 0; c < columns; ++c)
+      for (int r = 0; r < BR; ++r) ot[c * BR + r] *= factor[r];
+    accumulate_visible(
+        BR, keys, v0, v_stride, columns, [&](std::int64_t r, std::int64_t j) { return pt[j * BR + r]; },
+        [&](std::int64_t r, std::int64_t c) -> float& { return ot[c * BR + r]; });
   }
 };
 
@@ -284,11 +320,12 @@ class ColumnTiles {
     static_assert(std::is_same_v<E, float>, "transposed tiles read float rows");
     if (offset == 0)
       for (int v = 0; v < NV; ++v) tile_max_[v] = Ops::set1(simd::negative_infinity);
-    T::scored_tile(*pr_->pass, block_, j0, qt_, k, k_stride, d_, pr_->scale, keys, limit_,
-                   st_ + offset * BR, tile_max_, ahead);
+    if (offset == 0) masked_ = false;
+    masked_ |= T::scored_tile(*pr_->pass, block_, j0, qt_, k, k_stride, d_, pr_->scale, keys,
+                              limit_, st_ + offset * BR, tile_max_, ahead);
   }
 
-  void softmax(int keys) { T::softmax_tile(st_, keys, tile_max_, m_, l_, alpha_); }
+  void softmax(int keys) { T::softmax_tile(st_, keys, tile_max_, m_, l_, alpha_, masked_); }
 
   template <class E>
   void accumulate(const E* v, std::int64_t v_stride, int keys, int offset,
@@ -297,7 +334,10 @@ class ColumnTiles {
     // Later runs of a tile add to outputs already rescaled by the first: factor 1.
     if (offset > 0)
       for (int x = 0; x < NV; ++x) alpha_[x] = Ops::set1(1.0f);
-    T::pv_tile(ot_, st_ + offset * BR, keys, v, v_stride, dv_, alpha_, ahead);
+    if (masked_)
+      T::pv_masked_tile(ot_, st_ + offset * BR, keys, v, v_stride, dv_, alpha_, ahead);
+    else
+      T::pv_tile(ot_, st_ + offset * BR, keys, v, v_stride, dv_, alpha_, ahead);
   }
 
   // The state after the last tile, row by row: finish() spills the running max and sum.
@@ -321,6 +361,7 @@ class ColumnTiles {
   float *qt_, *st_, *ot_, *limit_, *max_sum_, *row_;
   const DecodeProblem* pr_ = nullptr;
   BlockRows block_;  // the block's rows and the keys they see
+  bool masked_ = false;  // some row of the block hides some key of the current tile
   V m_[NV], l_[NV], alpha_[NV], tile_max_[NV];
 };
 

@@ -167,10 +167,13 @@ struct FusedKernel {
       if (j0 + BC < block.end)
         next_k = {k0 + BC * k_stride, k_stride, std::min<std::int64_t>(BC, block.end - j0 - BC),
                   d};
-      T::scored_tile(pass, block, j0, ws.qt, k0, k_stride, d, pr.scale, keys, ws.limit, ws.st,
-                     tile_max, this_v);
-      T::softmax_tile(ws.st, keys, tile_max, m, l, alpha);
-      T::pv_tile(ws.ot, ws.st, keys, v0, v_stride, dv, alpha, next_k);
+      const bool masked = T::scored_tile(pass, block, j0, ws.qt, k0, k_stride, d, pr.scale, keys,
+                                         ws.limit, ws.st, tile_max, this_v);
+      T::softmax_tile(ws.st, keys, tile_max, m, l, alpha, masked);
+      if (masked)
+        T::pv_masked_tile(ws.ot, ws.st, keys, v0, v_stride, dv, alpha, next_k);
+      else
+        T::pv_tile(ws.ot, ws.st, keys, v0, v_stride, dv, alpha, next_k);
     }
     for (int v = 0; v < NV; ++v) {
       Ops::store(ws.max_sum + v * W, m[v]);

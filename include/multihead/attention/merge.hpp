@@ -24,20 +24,13 @@ namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace detail {
 
-// The elements a view's rows span: [first, last] element offsets from its data pointer.
-template <class T>
-std::int64_t view_extent(const TensorView<T>& x) {
-  return (x.batch() - 1) * x.batch_stride() + (x.tokens() - 1) * x.token_stride() +
-         (x.heads() - 1) * x.head_stride() + x.dim();
-}
-
 // An output may be one of the inputs (in place), element for element, or apart from it.
 template <class T, class U>
 void check_same_or_apart(const TensorView<T>& out, const char* out_name, const TensorView<U>& in,
                          const char* in_name) {
   const float* a = out.data();
   const float* b = in.data();
-  const bool apart = a + view_extent(out) <= b || b + view_extent(in) <= a;
+  const bool apart = a + out.extent() <= b || b + in.extent() <= a;
   const bool same = a == b && out.batch_stride() == in.batch_stride() &&
                     out.token_stride() == in.token_stride() &&
                     out.head_stride() == in.head_stride();

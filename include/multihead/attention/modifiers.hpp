@@ -18,6 +18,19 @@
 // joins the denominator and adds no value (gpt-oss). A row that sees no key has output 0 and
 // log-sum-exp −inf (with a sink: output 0, log-sum-exp = the sink), never NaN.
 //
+// Non-finite values, the same in every kernel and ISA (tests/attention/test_non_finite.cpp):
+//  - a key is hidden from a row exactly when its score is −inf after all of the above (a
+//    mask, a window, an additive −inf, or a product that overflows to −inf, whose weight
+//    exp(−inf) = 0 is then exact). A hidden key never touches the row, whatever its K or V
+//    hold: a NaN in the V of a future token does not reach a causal row;
+//  - a NaN or +inf among a row's scores (a NaN in its query, in a key it sees, in an
+//    additive mask or a custom logit; q·k overflowing to +inf) makes the row's whole output
+//    and its log-sum-exp NaN, as in PyTorch; so does a NaN or infinity in the V of a key the
+//    row sees, in the columns it reaches;
+//  - one row's non-finite values never reach another row.
+// Options that would make every score non-finite (a NaN scale, slope or sink) are rejected at
+// the door (options.hpp).
+//
 // A custom modifier (KernelOptions::modifier = ModifierRef(m)) is any type with some of these
 // const members; those it lacks cost nothing:
 //   float logit(float score, const ScoreSite& at) const;
@@ -25,12 +38,16 @@
 //   float sink(std::int64_t batch, std::int64_t head) const;
 // Its hooks run once per score (examples/custom_modifier.cpp), so they suit what the built-in
 // modifiers do not cover; the built-in ones are vectorised, and a kernel whose modifiers are all
-// off runs exactly the plain code.
+// off runs exactly the plain code. Hooks run on the kernel's threads, concurrently: they must
+// be safe to call so (const, no shared writes). A hook may throw: the first exception stops
+// the call's remaining work and is rethrown to the caller after the parallel region, with the
+// call's outputs partly written (every argument check has passed before that).
 #pragma once
 
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -43,15 +60,22 @@ inline namespace MULTIHEAD_ISA_NAMESPACE {
 // Where query i sits among the keys (see above): causal masks, windows and ALiBi use it.
 enum class CausalAlignment { bottom_right, top_left };
 
-// A mask over scores [batch, heads, q_len, kv_len], row-major and contiguous. batch, heads and
-// q_len may each be 1 to broadcast over that dimension (a key-padding mask is [batch, 1, 1,
-// kv_len]); kv_len must be the call's. Empty (data null) means "no mask".
+// A mask over scores [batch, heads, q_len, kv_len], row-major and contiguous, `size` elements
+// at `data` (exactly the product of its extents: checked at each call, as a TensorView's).
+// batch, heads and q_len may each be 1 to broadcast over that dimension (a key-padding mask is
+// [batch, 1, 1, kv_len]); kv_len must be the call's. Empty (data null) means "no mask".
 template <class T>
 struct MaskView {
   const T* data = nullptr;
+  std::int64_t size = 0;
   std::int64_t batch = 1, heads = 1, q_len = 1, kv_len = 0;
 
-  bool empty() const noexcept { return data == nullptr; }
+  MaskView() = default;
+  MaskView(const T* data, std::int64_t size, std::int64_t batch, std::int64_t heads,
+           std::int64_t q_len, std::int64_t kv_len)
+      : data(data), size(size), batch(batch), heads(heads), q_len(q_len), kv_len(kv_len) {}
+
+  bool empty() const noexcept { return data == nullptr && size == 0; }
   // The element for (b, h, i, j), broadcast where the mask has extent 1.
   T at(std::int64_t b, std::int64_t h, std::int64_t i, std::int64_t j) const noexcept {
     const std::int64_t bb = batch == 1 ? 0 : b, hh = heads == 1 ? 0 : h, ii = q_len == 1 ? 0 : i;
@@ -132,7 +156,10 @@ inline void check_window(std::int64_t left, std::int64_t right) {
           ") must be -1 (unbounded) or a number of keys");
 }
 inline void check_softcap(float cap) {
-  require(std::isfinite(cap) && cap >= 0.0f, "softcap (", cap, ") must be 0 (off) or positive");
+  // Subnormal caps are refused: 1/cap overflows to inf, and 0 · inf = NaN for a score of 0.
+  require(cap == 0.0f || (std::isfinite(cap) && cap >= std::numeric_limits<float>::min()),
+          "softcap (", cap, ") must be 0 (off) or positive, at least ",
+          std::numeric_limits<float>::min(), " (the smallest normal float)");
 }
 // One value per query head, each finite (or −inf where `minus_infinity` allows: a sink of −inf
 // means none); none at all is off.

@@ -54,12 +54,17 @@ struct KernelOptions {
   // A custom modifier's hooks (modifiers.hpp), applied after the modifiers above.
   ModifierRef modifier;
 
-  // Threads to split the work over; 0 means all OpenMP threads (1 without OpenMP).
+  // Threads to split the work over; 0 means all OpenMP threads (1 without OpenMP). At most the
+  // processors (or OMP_NUM_THREADS, if higher) and the call's units of work run
+  // (core/parallel.hpp's resolve_threads): more would only wait.
   int threads = 0;
 };
 
 // Where a kernel may write the log-sum-exp of each softmax row: [batch, heads, q_len]
 // contiguous, natural logarithm of sum_j exp(scale · q·k_j). Empty means "not wanted".
+//
+// Memory (checked by every kernel): o and lse share no byte with an input or with each other,
+// except that o may be q itself, the same view (in place). Inputs may alias one another.
 using LseOutput = Span<float>;
 
 namespace detail {
@@ -84,6 +89,12 @@ inline void check_lse_and_options(const KernelShape& shape, const LseOutput& lse
   check_per_head(options.sinks.data, options.sinks.size, shape.heads, "sinks", true);
   const auto check_mask = [&](const auto& mask, const char* name) {
     if (mask.empty()) return;
+    require(mask.data != nullptr, name, ": data is null but size is ", mask.size);
+    const std::int64_t elements = checked_product(name, mask.batch, mask.heads, mask.q_len,
+                                                  mask.kv_len);
+    require(mask.size == elements, name, ": size (", mask.size, ") does not match its shape [",
+            mask.batch, ", ", mask.heads, ", ", mask.q_len, ", ", mask.kv_len, "] (", elements,
+            " elements)");
     require((mask.batch == 1 || mask.batch == shape.batch) &&
                 (mask.heads == 1 || mask.heads == shape.heads) &&
                 (mask.q_len == 1 || mask.q_len == shape.q_len) && mask.kv_len == shape.kv_len,
@@ -93,6 +104,32 @@ inline void check_lse_and_options(const KernelShape& shape, const LseOutput& lse
   };
   check_mask(options.additive_mask, "additive_mask");
   check_mask(options.boolean_mask, "boolean_mask");
+}
+
+template <class T>
+ByteRange byte_range(const MaskView<T>& mask, const char* name) {
+  return {mask.data, mask.data == nullptr ? 0 : mask.size * std::int64_t(sizeof(T)), name};
+}
+
+// The outputs o and lse apart from every input (q, the options' masks, slopes and sinks, and
+// `k`, `v`: the call's K/V where it has views) and from each other. o may also be q itself, the
+// same view (in place): every kernel reads a block's query rows before it writes their
+// outputs, and no other block reads them.
+inline void check_output_memory(const TensorView<const float>& q, const TensorView<float>& o,
+                                const LseOutput& lse, const KernelOptions& options,
+                                const ByteRange& k, const ByteRange& v) {
+  const bool in_place = static_cast<const void*>(o.data()) == q.data() && o.dim() == q.dim() &&
+                        o.batch_stride() == q.batch_stride() &&
+                        o.token_stride() == q.token_stride() &&
+                        o.head_stride() == q.head_stride();
+  const ByteRange additive = byte_range(options.additive_mask, "additive_mask");
+  const ByteRange keep = byte_range(options.boolean_mask, "boolean_mask");
+  const ByteRange slopes = byte_range(options.alibi_slopes, "alibi_slopes");
+  const ByteRange sinks = byte_range(options.sinks, "sinks");
+  const ByteRange q_bytes = byte_range(q, "q"), o_bytes = byte_range(o, "o");
+  require_apart(o_bytes, {in_place ? ByteRange{nullptr, 0, "q"} : q_bytes, k, v, additive, keep,
+                          slopes, sinks});
+  require_apart(byte_range(lse, "lse"), {q_bytes, k, v, o_bytes, additive, keep, slopes, sinks});
 }
 
 }  // namespace detail
@@ -127,6 +164,8 @@ KernelShape check_kernel_args(const TensorView<const float>& q, const TensorView
   detail::require_positive(k.tokens(), "kv_len");
   const KernelShape shape = detail::make_shape(q, detail::kv_extents(k, v));
   detail::check_lse_and_options(shape, lse, options);
+  detail::check_output_memory(q, o, lse, options, detail::byte_range(k, "k"),
+                              detail::byte_range(v, "v"));
   return shape;
 }
 
@@ -152,6 +191,7 @@ inline KernelShape check_cache_call_args(const TensorView<const float>& q,
           source.value_dim, ")");
   const KernelShape shape = detail::make_shape(q, source);
   detail::check_lse_and_options(shape, lse, options);
+  detail::check_output_memory(q, o, lse, options, {nullptr, 0, "k"}, {nullptr, 0, "v"});
   return shape;
 }
 

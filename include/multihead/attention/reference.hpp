@@ -18,6 +18,8 @@
 #include "../simd/ops.hpp"
 #include "options.hpp"
 #include "score_pass.hpp"
+#include "state.hpp"
+#include "visible_values.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
@@ -30,18 +32,27 @@ using RowsMap = Eigen::Map<RowMatrix, Eigen::Unaligned, Eigen::OuterStride<>>;
 // Turns a row of scores (−inf where a key is hidden) into probabilities in place and returns
 // the row's log-sum-exp; `sink` (−inf: none) joins the denominator. Subtracting the row maximum
 // keeps exp from overflowing whatever the scores' magnitude. A row that sees nothing (and has
-// no sink) becomes all zeros, −inf.
+// no sink) becomes all zeros, −inf; a NaN or +inf score makes the row NaN (modifiers.hpp).
+// Hidden keys get probability −0 (state.hpp's kHiddenProbability).
 inline float softmax_row(float* row, std::int64_t length, float sink) {
+  constexpr float kMinusInf = -std::numeric_limits<float>::infinity();
   float max = sink;
-  for (std::int64_t j = 0; j < length; ++j) max = std::max(max, row[j]);
-  if (max == -std::numeric_limits<float>::infinity()) {
-    std::fill(row, row + length, 0.0f);
-    return max;
+  bool nan = false;
+  for (std::int64_t j = 0; j < length; ++j) {
+    nan = nan || std::isnan(row[j]);
+    max = std::max(max, row[j]);  // NaN is skipped here, and counted above
+  }
+  if (nan || max == kMinusInf) {
+    const float fill = nan ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+    for (std::int64_t j = 0; j < length; ++j) row[j] = row[j] == kMinusInf ? kHiddenProbability : fill;
+    return nan ? fill : max;
   }
   float sum = std::exp(sink - max);  // 0 without a sink
   for (std::int64_t j = 0; j < length; ++j) {
-    row[j] = std::exp(row[j] - max);
+    const bool hidden = row[j] == kMinusInf;
+    row[j] = std::exp(row[j] - max);  // NaN for every key when max is +inf
     sum += row[j];
+    if (hidden) row[j] = kHiddenProbability;
   }
   const float inverse = 1.0f / sum;
   for (std::int64_t j = 0; j < length; ++j) row[j] *= inverse;
@@ -97,7 +108,18 @@ void run_reference(const TensorView<const float>& q, const TensorView<const floa
         const float row_lse = detail::softmax_row(row, shape.kv_len, sink);
         if (lse.data != nullptr) lse.data[(b * shape.heads + h) * shape.q_len + i] = row_lse;
       }
-      o_head.noalias() = s * v_head;
+      // A hidden key's V must not reach its row, not even as 0 · NaN: where V holds a
+      // non-finite value, the product over each row's visible keys (visible_values.hpp).
+      if (values_finite(v.row(b, 0, g), v.tokens() > 1 ? v.token_stride() : 0, shape.kv_len,
+                        shape.value_dim)) {
+        o_head.noalias() = s * v_head;
+      } else {
+        o_head.setZero();
+        accumulate_visible(
+            shape.q_len, shape.kv_len, v.row(b, 0, g), v.token_stride(), shape.value_dim,
+            [&](std::int64_t i, std::int64_t j) { return s(i, j); },
+            [&](std::int64_t i, std::int64_t c) -> float& { return o_head(i, c); });
+      }
     }
   });
 }
@@ -121,9 +143,11 @@ inline void reference_attention(const TensorView<const float>& q,
                                 const KernelOptions& options = {}, LseOutput lse = {}) {
   const KernelShape shape = check_kernel_args(q, k, v, o, lse, options);
   const detail::ScorePass pass(options, shape);
+  // A thread per (batch, head) at most: each holds a q_len × kv_len score matrix.
+  const int threads = int(std::min<std::int64_t>(resolve_threads(options.threads),
+                                                 shape.batch * shape.heads));
   detail::run_reference<simd::Ops>(q, k, v, o, lse, shape, pass,
-                                   resolved_scale(options, shape.head_dim),
-                                   resolve_threads(options.threads));
+                                   resolved_scale(options, shape.head_dim), threads);
 }
 
 }  // namespace MULTIHEAD_ISA_NAMESPACE

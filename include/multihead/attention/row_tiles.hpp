@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 #include "../simd/ops.hpp"
@@ -16,6 +17,7 @@
 #include "score_pass.hpp"
 #include "state.hpp"
 #include "tile_path.hpp"
+#include "visible_values.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
@@ -141,12 +143,16 @@ class RowTiles {
       }
     }
     // Modifiers, or some row's range starts or ends inside this run.
-    if (pr_->pass->per_score() || block_.masked_start(j0) || block_.masked_end(j0, keys))
+    if (offset == 0) masked_ = false;
+    if (pr_->pass->per_score() || block_.masked_start(j0) || block_.masked_end(j0, keys)) {
       pr_->pass->apply(s_ + offset, BC + W, 1, keys, j0, block_);
+      masked_ = true;
+    }
   }
 
   // The online-softmax step (state.hpp), per row, its state in scalars: p = exp(s − max) in
-  // place (0 past `keys`, so whole vectors can be summed).
+  // place (0 past `keys`, so whole vectors can be summed). In a masked tile, hidden keys (−inf)
+  // get probability −0 (kHiddenProbability), for P·V.
   void softmax(int keys) {
     const int padded = int(round_up(keys, W));
     for (int r = 0; r < rows_; ++r) {
@@ -157,7 +163,11 @@ class RowTiles {
       const SoftmaxStep<Ops> step(m_[r], Ops::reduce_max(tile_max));
       V sum = Ops::zero();
       for (int j = 0; j < padded; j += W) {
-        const V p = step.probability(Ops::load(s + j));
+        const V x = Ops::load(s + j);
+        V p = step.probability(x);
+        if (masked_)  // −FLT_MAX > x: x is −inf
+          p = Ops::select_greater(Ops::set1(-std::numeric_limits<float>::max()), x, p,
+                                  Ops::set1(kHiddenProbability));
         Ops::store(s + j, p);
         sum = Ops::add(sum, p);
       }
@@ -168,9 +178,13 @@ class RowTiles {
 
   // o = alpha·o + p·v over the keys at tile positions [offset, offset + keys); alpha is applied
   // with the first run of a tile (offset 0). The next tile's rows are requested meanwhile.
+  // In a masked tile whose V holds a non-finite value, the scalar update that skips each row's
+  // hidden keys instead (visible_values.hpp).
   template <class E>
   void accumulate(const E* v, std::int64_t v_stride, int keys, int offset,
                   PrefetchCursor& ahead) {
+    if (masked_ && !values_finite(v, v_stride, keys, dv_))
+      return accumulate_visible_rows(v, v_stride, keys, offset);
     for (int r = 0; r < rows_; r += kRowBlock) pv_block(r, v, v_stride, keys, offset, ahead);
   }
 
@@ -350,11 +364,29 @@ class RowTiles {
       pv_remainder<RC, CC>(r0, c * W, int(vectors - c), v, v_stride, keys, offset, ahead);
   }
 
+  template <class E>
+  void accumulate_visible_rows(const E* v, std::int64_t v_stride, int keys, int offset) {
+    if (offset == 0)
+      for (int r = 0; r < rows_; ++r)
+        for (std::int64_t c = 0; c < dvp_; ++c) o_[r * dvp_ + c] *= alpha_[r];
+    const auto at = [&](std::int64_t r, std::int64_t c) -> float& {
+      if constexpr (kPaired<E>) {  // o holds each 2·W columns' even ones, then their odd ones
+        const std::int64_t k = c % (2 * W);
+        c = c - k + (k % 2) * W + k / 2;
+      }
+      return o_[r * dvp_ + c];
+    };
+    accumulate_visible(
+        rows_, keys, v, v_stride, dv_,
+        [&](std::int64_t r, std::int64_t j) { return s_[r * (BC + W) + offset + j]; }, at);
+  }
+
   int rows_;
   std::int64_t d_, dv_, dp_, dvp_;
   float *q_, *s_, *o_, *m_, *l_, *alpha_;
   const DecodeProblem* pr_ = nullptr;
   BlockRows block_;  // the block's rows and the keys they see
+  bool masked_ = false;  // some row of the block hides some key of the current tile
   static_assert(kMaxRows <= kMaxTileRows, "a block's rows must fit a BlockRows");
 };
 

@@ -77,10 +77,11 @@ class ScorePass {
     const std::int64_t diagonal = query + offset(q_len, length);
     KeyRange range{0, length - 1};
     if (options_.causal) range.last = std::min(range.last, diagonal);
+    // Saturating: a window of any width (INT64_MAX is "unbounded" too) cannot overflow.
     if (options_.window_right >= 0)
-      range.last = std::min(range.last, diagonal + options_.window_right);
+      range.last = std::min(range.last, saturating_add(diagonal, options_.window_right));
     if (options_.window_left >= 0)
-      range.first = std::max(range.first, diagonal - options_.window_left);
+      range.first = std::max(range.first, saturating_add(diagonal, -options_.window_left));
     return range;
   }
 

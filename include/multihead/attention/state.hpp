@@ -28,13 +28,20 @@ inline float rescale_factor(float old_max, float new_max) {
   return std::exp(old_max - new_max);  // old_max = −inf < new_max gives exactly 0
 }
 
-// 1/l, or 0 for a row that saw no key: its output is then 0, never NaN.
-inline float inverse_sum(float sum) { return sum > 0.0f ? 1.0f / sum : 0.0f; }
+// 1/l, or 0 for a row that saw no key: its output is then 0, never NaN. A NaN sum (a NaN or
+// +inf among the row's scores) stays NaN, and so does the row's output.
+inline float inverse_sum(float sum) { return sum == 0.0f ? 0.0f : 1.0f / sum; }
 
-// m + log l, or −inf for a row that saw no key.
+// m + log l, or −inf for a row that saw no key; NaN for a NaN sum.
 inline float log_sum_exp(float max, float sum) {
-  return sum > 0.0f ? max + std::log(sum) : -std::numeric_limits<float>::infinity();
+  return sum == 0.0f ? -std::numeric_limits<float>::infinity() : max + std::log(sum);
 }
+
+// The probability a tile stores for a key its row may not see: −0, where exp(−inf) gives +0.
+// The P·V of a tile whose V holds a non-finite value skips these keys (a product 0 · NaN would
+// reach the row), and only these: a visible key whose weight underflows to +0 still counts.
+constexpr float kHiddenProbability = -0.0f;
+inline bool hidden_probability(float p) { return p == 0.0f && std::signbit(p); }
 
 namespace detail {
 
@@ -108,7 +115,7 @@ struct SoftmaxStep {
 class SoftmaxState {
  public:
   SoftmaxState(std::int64_t rows, std::int64_t dim)
-      : rows_(rows), dim_(dim),
+      : rows_(checked_extent(rows, "rows")), dim_(checked_extent(dim, "dim")),
         out_(static_cast<std::size_t>(detail::checked_mul(rows, dim, "state size (rows * dim)"))),
         max_(static_cast<std::size_t>(rows), -std::numeric_limits<float>::infinity()),
         sum_(static_cast<std::size_t>(rows), 0.0f) {}
@@ -148,6 +155,11 @@ class SoftmaxState {
   }
 
  private:
+  static std::int64_t checked_extent(std::int64_t value, const char* name) {
+    detail::require(value >= 0, "SoftmaxState: ", name, " (", value, ") must not be negative");
+    return value;
+  }
+
   std::int64_t rows_, dim_;
   std::vector<float> out_, max_, sum_;
 };

@@ -20,8 +20,8 @@ namespace detail {
 // from 0, never decreasing, up to `total`.
 inline std::int64_t check_offsets(Span<const std::int64_t> cu, std::int64_t total,
                                   const char* name, std::int64_t count = -1) {
-  require(cu.data != nullptr && cu.size >= 2, name, ": need at least 2 offsets (one sequence), got ",
-          cu.size);
+  require(cu.data != nullptr, name, ": data is null (size ", cu.size, ")");
+  require(cu.size >= 2, name, ": need at least 2 offsets (one sequence), got ", cu.size);
   if (count >= 0)
     require(cu.size == count + 1, name, ": ", cu.size, " offsets for ", count,
             " sequences (need sequences + 1)");
@@ -95,8 +95,14 @@ void decode_attention_varlen(const TensorView<const float>& q, const TensorView<
   extents.kv_len = 0;  // the longest sequence
   for (std::int64_t b = 0; b < n; ++b)
     extents.kv_len = std::max(extents.kv_len, cu_seqlens_k.data[b + 1] - cu_seqlens_k.data[b]);
-  detail::decode_source(q, detail::packed_rows(k, v, cu_seqlens_k.data), extents, o, options,
-                        lse);
+  const KernelShape shape = check_cache_call_args(q, o, lse, options, extents);
+  detail::require_apart(detail::byte_range(o, "o"),
+                        {detail::byte_range(k, "k"), detail::byte_range(v, "v"),
+                         detail::byte_range(cu_seqlens_k, "cu_seqlens_k")});
+  detail::require_apart(detail::byte_range(lse, "lse"),
+                        {detail::byte_range(k, "k"), detail::byte_range(v, "v"),
+                         detail::byte_range(cu_seqlens_k, "cu_seqlens_k")});
+  detail::decode(q, o, lse, options, shape, detail::packed_rows(k, v, cu_seqlens_k.data));
 }
 
 }  // namespace MULTIHEAD_ISA_NAMESPACE

@@ -24,8 +24,9 @@ template <class Cache>
 void decode_paged(const TensorView<const float>& q, const Cache& cache,
                   Span<const std::int64_t> sequences, const TensorView<float>& o,
                   const KernelOptions& options, LseOutput lse) {
-  require(sequences.data != nullptr && sequences.size > 0,
-          "sequences: need at least one sequence id (size ", sequences.size, ")");
+  require(sequences.data != nullptr, "sequences: data is null (size ", sequences.size, ")");
+  require(sequences.size > 0, "sequences: need at least one sequence id (size ", sequences.size,
+          ")");
   thread_local std::vector<const std::int64_t*> tables;
   thread_local std::vector<std::int64_t> lengths;
   tables.clear();

@@ -9,6 +9,7 @@
 
 #include <cassert>
 #include <cstdint>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -67,6 +68,14 @@ inline std::int64_t checked_add(std::int64_t a, std::int64_t b, const char* what
   if (__builtin_add_overflow(a, b, &sum))
     fail(what, " overflows: ", a, " + ", b, " does not fit in 64 bits");
   return sum;
+}
+
+// a + b clamped to the int64 range: for bounds that may be "unbounded" (a window of INT64_MAX
+// keys), where the clamped value means the same as the exact one would.
+inline std::int64_t saturating_add(std::int64_t a, std::int64_t b) {
+  std::int64_t sum = 0;
+  if (!__builtin_add_overflow(a, b, &sum)) return sum;
+  return b > 0 ? std::numeric_limits<std::int64_t>::max() : std::numeric_limits<std::int64_t>::min();
 }
 
 // The product of all `extents`, checked for overflow.

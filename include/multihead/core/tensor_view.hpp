@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 
 #include "error.hpp"
@@ -72,6 +73,13 @@ class TensorView {
   std::int64_t head_stride() const noexcept { return head_stride_; }
   // True for views made by the contiguous constructor, whose buffer must match exactly.
   bool exact_size() const noexcept { return exact_; }
+
+  // Elements from data() to one past the last element any index reaches: the view's span in its
+  // buffer. Call only on a validated view.
+  std::int64_t extent() const noexcept {
+    return (batch_ - 1) * batch_stride_ + (tokens_ - 1) * token_stride_ +
+           (heads_ - 1) * head_stride_ + dim_;
+  }
 
   // The first element of row (b, t, h). Call only on a validated view.
   T* row(std::int64_t b, std::int64_t t, std::int64_t h) const noexcept {
@@ -146,6 +154,40 @@ class TensorView {
   std::int64_t batch_stride_ = 0, token_stride_ = 0, head_stride_ = 0;
   bool exact_ = false;
 };
+
+namespace detail {
+
+// The bytes of one argument, named for messages: what the aliasing checks compare.
+struct ByteRange {
+  const void* data;
+  std::int64_t bytes;
+  const char* name;
+};
+template <class T>
+ByteRange byte_range(const TensorView<T>& view, const char* name) {
+  return {view.data(), view.data() == nullptr ? 0 : view.extent() * std::int64_t(sizeof(T)), name};
+}
+template <class T>
+ByteRange byte_range(const Span<T>& span, const char* name) {
+  return {span.data, span.data == nullptr ? 0 : span.size * std::int64_t(sizeof(T)), name};
+}
+
+// Throws unless `output` shares no byte with any of `inputs` (outputs of one call included):
+// a kernel would read what it has already overwritten, or race with itself. Compared as
+// integers, since the ranges may lie in different allocations.
+inline void require_apart(const ByteRange& output, std::initializer_list<ByteRange> inputs) {
+  const auto begin = reinterpret_cast<std::uintptr_t>(output.data);
+  for (const ByteRange& input : inputs) {
+    if (output.bytes == 0 || input.bytes == 0) continue;
+    const auto other = reinterpret_cast<std::uintptr_t>(input.data);
+    require(begin + std::uintptr_t(output.bytes) <= other ||
+                other + std::uintptr_t(input.bytes) <= begin,
+            output.name, " overlaps ", input.name,
+            ": an output must not share memory with an input or another output");
+  }
+}
+
+}  // namespace detail
 
 }  // namespace MULTIHEAD_ISA_NAMESPACE
 }  // namespace multihead

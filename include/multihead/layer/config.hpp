@@ -46,9 +46,25 @@ struct LayerConfig : ScoreModifiers {
               ") must be positive and finite");
     if (rope) rope->validate(head_dim);
     validate_modifiers(heads);
-    // The largest weights: Wq [heads·head_dim, model_dim] and Wo [model_dim, heads·value_dim].
-    detail::checked_product("Wq size (heads * head_dim * model_dim)", heads, head_dim, model_dim);
-    detail::checked_product("Wo size (model_dim * heads * value_dim)", model_dim, heads, v_dim());
+    detail::checked_mul(weight_floats(), std::int64_t(sizeof(float)), "weight bytes");
+  }
+
+  // The floats of the four weights (and biases): Wq [heads·head_dim, model_dim], Wk and Wv
+  // [kv_groups·(head_dim or value_dim), model_dim], Wo [model_dim, heads·value_dim]. Every
+  // product and sum is checked: a config whose weights do not fit is refused by validate(), not
+  // by an allocation.
+  std::int64_t weight_floats() const {
+    using detail::checked_add;
+    using detail::checked_product;
+    const char* what = "weight size (floats of Wq, Wk, Wv, Wo and their biases)";
+    const std::int64_t projected = checked_add(  // rows of Wq, Wk and Wv
+        checked_product(what, checked_add(heads, kv_groups, what), head_dim),
+        checked_product(what, kv_groups, v_dim()), what);
+    const std::int64_t inputs = checked_add(model_dim, bias ? 1 : 0, what);  // a bias: a column
+    const std::int64_t attended = checked_product(what, heads, v_dim());
+    return checked_add(checked_product(what, projected, inputs),
+                       checked_product(what, model_dim, checked_add(attended, bias ? 1 : 0, what)),
+                       what);
   }
 };
 

@@ -36,9 +36,14 @@ struct LatentConfig : ScoreModifiers {
   double rope_base = 10000.0;   // θ of the decoupled RoPE (interleaved pairs, as DeepSeek)
   std::optional<float> scale;   // defaults to 1/sqrt(nope_dim + rope_dim)
 
-  std::int64_t qk_dim() const { return nope_dim + rope_dim; }
+  // Sums of user sizes, overflow-checked (validate() calls them first).
+  std::int64_t qk_dim() const {
+    return detail::checked_add(nope_dim, rope_dim, "qk_dim (nope_dim + rope_dim)");
+  }
   // What the cache keeps per token: the latent and the RoPE key.
-  std::int64_t cached_dim() const { return latent_dim + rope_dim; }
+  std::int64_t cached_dim() const {
+    return detail::checked_add(latent_dim, rope_dim, "cached_dim (latent_dim + rope_dim)");
+  }
   float resolved_scale() const {
     return scale.value_or(1.0f / std::sqrt(static_cast<float>(qk_dim())));
   }
@@ -69,15 +74,29 @@ struct LatentConfig : ScoreModifiers {
       require(*scale > 0.0f && std::isfinite(*scale), "scale (", *scale,
               ") must be positive and finite");
     validate_modifiers(heads);
-    // The largest weights, and the absorbed query [heads, latent_dim + rope_dim] per token.
-    detail::checked_product("q_proj size (heads * qk_dim * model_dim)", heads, qk_dim(),
-                            query_latent_dim.value_or(model_dim));
-    detail::checked_product("kv_b_proj size (heads * (nope_dim + value_dim) * latent_dim)", heads,
-                            nope_dim + value_dim, latent_dim);
-    detail::checked_product("o_proj size (model_dim * heads * value_dim)", model_dim, heads,
-                            value_dim);
+    // The absorbed query [heads, latent_dim + rope_dim] per token, and every weight's bytes.
     detail::checked_product("absorbed query (heads * (latent_dim + rope_dim))", heads,
                             cached_dim());
+    detail::checked_mul(weight_floats(), std::int64_t(sizeof(float)), "weight bytes");
+  }
+
+  // The floats of every weight: the query path (q_a_proj and q_b_proj, or q_proj), kv_a_proj
+  // [latent_dim + rope_dim, model_dim], kv_b_proj [heads·(nope_dim + value_dim), latent_dim]
+  // and o_proj [model_dim, heads·value_dim] (the norms' weights are smaller), overflow-checked.
+  std::int64_t weight_floats() const {
+    using detail::checked_add;
+    using detail::checked_product;
+    const char* what = "weight size (floats of every projection)";
+    const std::int64_t q_rows = checked_product(what, heads, qk_dim());
+    const std::int64_t query =
+        query_latent_dim ? checked_add(checked_product(what, *query_latent_dim, model_dim),
+                                       checked_product(what, q_rows, *query_latent_dim), what)
+                         : checked_product(what, q_rows, model_dim);
+    const std::int64_t kv_a = checked_product(what, cached_dim(), model_dim);
+    const std::int64_t kv_b = checked_product(
+        what, heads, checked_add(nope_dim, value_dim, "nope_dim + value_dim"), latent_dim);
+    const std::int64_t o = checked_product(what, model_dim, heads, value_dim);
+    return checked_add(checked_add(query, kv_a, what), checked_add(kv_b, o, what), what);
   }
 
   // The published shapes. DeepSeek-V2-Lite: no query compression, 16 heads.

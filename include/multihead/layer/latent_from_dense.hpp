@@ -60,6 +60,7 @@ template <class Variant>
 LatentConversion latent_from_dense(const Attention<Variant>& dense, const LatentRank& choice) {
   static_assert(!std::is_same_v<Variant, variant::Latent>,
                 "latent_from_dense takes a dense MHA, GQA or MQA layer; this one is MLA already");
+  using detail::fail;
   using detail::require;
   const LayerConfig& c = dense.config();
   require(!c.rope, "latent_from_dense: config.rope is set: a latent cache cannot hold keys "
@@ -79,6 +80,16 @@ LatentConversion latent_from_dense(const Attention<Variant>& dense, const Latent
   else
     require(*choice.energy > 0.0 && *choice.energy <= 1.0, "latent_from_dense: energy (",
             *choice.energy, ") must be in (0, 1]");
+
+  // The SVD of a matrix with a NaN or an infinity returns garbage (negative singular values).
+  for (const Projection p : {Projection::k, Projection::q, Projection::v, Projection::o}) {
+    const auto& weight = dense.weight(p);
+    if (weight.allFinite()) continue;
+    std::int64_t at = 0;
+    while (std::isfinite(weight.data()[at])) ++at;
+    fail("latent_from_dense: the layer's ", projection_name(p), " weight holds a non-finite value (",
+         weight.data()[at], " at row ", at / weight.cols(), ", column ", at % weight.cols(), ")");
+  }
 
   // In double: a rank choice weighs W's small singular values, which fp32 would blur.
   Eigen::MatrixXd w(rows, c.model_dim);

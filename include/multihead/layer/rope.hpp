@@ -49,6 +49,12 @@ struct RopeConfig {
             ")");
     require(base > 0.0 && std::isfinite(base), "rope.base (", base,
             ") must be positive and finite");
+    // The largest inverse frequency, base^(−(dims − 2)/dims) (below 1 for base > 1), times any
+    // int64 position must stay finite, or the table's angles are inf and its entries NaN.
+    const double fastest = std::pow(base, -double(dims - 2) / double(dims));
+    require(std::isfinite(fastest * 9.3e18), "rope.base (", base,
+            ") is too small: its fastest frequency (", fastest,
+            " rad per position) makes the angles of large positions infinite");
   }
 };
 

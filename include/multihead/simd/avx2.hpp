@@ -61,7 +61,9 @@ struct Avx2Ops {
   }
   static V exp(V x) {
     using namespace exp_constants;
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.0f)), _mm256_set1_ps(88.7f));
+    // max and min return their second operand when either is NaN: x last, so NaN stays NaN (its
+    // exponent bits below come out as 1.0f's, and p is NaN).
+    x = _mm256_min_ps(_mm256_set1_ps(88.7f), _mm256_max_ps(_mm256_set1_ps(-88.0f), x));
     const V n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(log2e)),
                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     V r = _mm256_fnmadd_ps(n, _mm256_set1_ps(ln2_hi), x);

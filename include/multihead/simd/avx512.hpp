@@ -57,7 +57,8 @@ struct Avx512Ops {
   }
   static V exp(V x) {
     using namespace exp_constants;
-    x = _mm512_max_ps(x, _mm512_set1_ps(-104.0f));  // -inf → -104 → exactly 0 below
+    // -inf → -104 → exactly 0 below; x second, as max returns it when either is NaN: NaN stays.
+    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
     const V n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(log2e)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     V r = _mm512_fnmadd_ps(n, _mm512_set1_ps(ln2_hi), x);

@@ -28,7 +28,8 @@ namespace simd {
 // subnormal (absolute error < 1.2e-38), and exp(-inf) is exactly 0, which masked scores need.
 // On (88.3, ln FLT_MAX ≈ 88.72] the result is +inf or within 2 ULP (the generic and AVX2
 // versions overflow early, from about 88.38, where n rounds to 128); above it, +inf. The
-// kernels only pass arguments ≤ 0. NaN input is not propagated: the kernels never make one.
+// kernels pass arguments ≤ 0, or NaN: exp(NaN) is NaN on every path, which is how a NaN score
+// reaches its row's output (attention/modifiers.hpp, "Non-finite values").
 namespace exp_constants {
 constexpr float c1 = 1.0000000377162138f;
 constexpr float c2 = 0.50000000471177577f;
@@ -54,7 +55,8 @@ constexpr float negative_infinity = -std::numeric_limits<float>::infinity();
 
 inline float exp_scalar(float x) {
   using namespace exp_constants;
-  x = std::min(std::max(x, -88.0f), 88.7f);  // -inf → -88 → n = -127 → exactly 0 below
+  const bool nan = x != x;  // computed on 0 instead: a NaN must not reach the int conversion
+  x = nan ? 0.0f : std::min(std::max(x, -88.0f), 88.7f);  // -inf → -88 → n = -127 → exactly 0
   // Round to nearest with the 1.5·2^23 trick: no libm call, no SSE4.1 needed.
   const float n = (x * log2e + 12582912.0f) - 12582912.0f;
   float r = x - n * ln2_hi;
@@ -70,7 +72,7 @@ inline float exp_scalar(float x) {
   const std::int32_t bits = (static_cast<std::int32_t>(n) + 127) << 23;
   float two_n;
   std::memcpy(&two_n, &bits, sizeof two_n);
-  return p * two_n;
+  return nan ? std::numeric_limits<float>::quiet_NaN() : p * two_n;
 }
 
 struct GenericOps {

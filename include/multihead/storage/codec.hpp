@@ -18,10 +18,16 @@
 //                                                 (cheaper than two loads for bf16; the tiles
 //                                                 order Q to match, row_tiles.hpp)
 //   template <class Ops> static void widen(row, n, out)  the row's first n values into fp32 out
+//   static bool finite(row, n)                    whether the row's first n values are all
+//                                                 finite (no NaN, no ±inf): the kernels ask it
+//                                                 of V rows that some query row must not see
+//                                                 (attention/modifiers.hpp, non-finite values)
 // Ops is the ISA's primitives (simd/ops.hpp): a codec names no intrinsic itself.
 #pragma once
 
 #include <cstdint>
+#include <algorithm>
+#include <cstring>
 #include <type_traits>
 
 #include "half.hpp"
@@ -33,6 +39,15 @@ template <class S>
 struct Codec;
 
 namespace detail {
+
+// The bits of a float, bf16 or fp16 value (to test its exponent field).
+inline std::uint32_t value_bits(float x) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  return bits;
+}
+inline std::uint32_t value_bits(bf16 x) { return x.bits; }
+inline std::uint32_t value_bits(fp16 x) { return x.bits; }
 
 // float, bf16 and fp16: one value per element, no scales, the ISA's widening loads.
 template <class S, bool Pairs>
@@ -57,6 +72,16 @@ struct PlainCodec {
   template <class Ops>
   static void widen(const S* row, std::int64_t n, float* out) {
     Ops::widen(row, out, n);
+  }
+  // A value is not finite when its exponent field is all ones; the largest field of the row,
+  // an integer reduction that compilers vectorise, says whether any is.
+  static bool finite(const S* row, std::int64_t n) {
+    constexpr std::uint32_t exponent = std::is_same_v<S, float>  ? 0x7f800000u
+                                       : std::is_same_v<S, bf16> ? 0x7f80u
+                                                                 : 0x7c00u;
+    std::uint32_t largest = 0;
+    for (std::int64_t i = 0; i < n; ++i) largest = std::max(largest, value_bits(row[i]) & exponent);
+    return largest != exponent;
   }
 };
 
