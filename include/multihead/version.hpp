@@ -8,7 +8,7 @@
 #pragma once
 
 #define MULTIHEAD_VERSION_MAJOR 0
-#define MULTIHEAD_VERSION_MINOR 3
+#define MULTIHEAD_VERSION_MINOR 4
 #define MULTIHEAD_VERSION_PATCH 0
 
 // One number that orders releases: 10000·major + 100·minor + patch (0.2.0 is 200).

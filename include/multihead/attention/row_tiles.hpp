@@ -154,26 +154,10 @@ class RowTiles {
   // place (0 past `keys`, so whole vectors can be summed). In a masked tile, hidden keys (−inf)
   // get probability −0 (kHiddenProbability), for P·V.
   void softmax(int keys) {
-    const int padded = int(round_up(keys, W));
-    for (int r = 0; r < rows_; ++r) {
-      float* s = s_ + r * (BC + W);
-      std::fill(s + keys, s + padded, simd::negative_infinity);
-      V tile_max = Ops::set1(simd::negative_infinity);
-      for (int j = 0; j < padded; j += W) tile_max = Ops::max(tile_max, Ops::load(s + j));
-      const SoftmaxStep<Ops> step(m_[r], Ops::reduce_max(tile_max));
-      V sum = Ops::zero();
-      for (int j = 0; j < padded; j += W) {
-        const V x = Ops::load(s + j);
-        V p = step.probability(x);
-        if (masked_)  // −FLT_MAX > x: x is −inf
-          p = Ops::select_greater(Ops::set1(-std::numeric_limits<float>::max()), x, p,
-                                  Ops::set1(kHiddenProbability));
-        Ops::store(s + j, p);
-        sum = Ops::add(sum, p);
-      }
-      step.fold(l_[r], Ops::reduce_add(sum));
-      alpha_[r] = step.row_alpha;
-    }
+    if (masked_)
+      softmax_rows<true>(keys);
+    else
+      softmax_rows<false>(keys);
   }
 
   // o = alpha·o + p·v over the keys at tile positions [offset, offset + keys); alpha is applied
@@ -362,6 +346,30 @@ class RowTiles {
       pv_micro<RC, CC>(r0, c * W, v, v_stride, keys, offset, ahead);
     if (c < vectors)
       pv_remainder<RC, CC>(r0, c * W, int(vectors - c), v, v_stride, keys, offset, ahead);
+  }
+
+  template <bool MASKED>
+  void softmax_rows(int keys) {
+    const int padded = int(round_up(keys, W));
+    for (int r = 0; r < rows_; ++r) {
+      float* s = s_ + r * (BC + W);
+      std::fill(s + keys, s + padded, simd::negative_infinity);
+      V tile_max = Ops::set1(simd::negative_infinity);
+      for (int j = 0; j < padded; j += W) tile_max = Ops::max(tile_max, Ops::load(s + j));
+      const SoftmaxStep<Ops> step(m_[r], Ops::reduce_max(tile_max));
+      V sum = Ops::zero();
+      for (int j = 0; j < padded; j += W) {
+        const V x = Ops::load(s + j);
+        V p = step.probability(x);
+        if constexpr (MASKED)  // −FLT_MAX > x: x is −inf
+          p = Ops::select_greater(Ops::set1(-std::numeric_limits<float>::max()), x, p,
+                                  Ops::set1(kHiddenProbability));
+        Ops::store(s + j, p);
+        sum = Ops::add(sum, p);
+      }
+      step.fold(l_[r], Ops::reduce_add(sum));
+      alpha_[r] = step.row_alpha;
+    }
   }
 
   template <class E>

@@ -18,6 +18,10 @@
 //                         tokens gives the outputs of one causal forward over the N + M tokens
 //                         (equal up to fp32 summation order with a float cache; a bf16 or fp16
 //                         cache rounds K and V once, on the way in).
+//
+// Threads: a layer keeps workspaces between calls, so one layer serves one thread at a time:
+// use a layer per thread (tests/threads/test_concurrency.cpp). Each call splits its own work
+// over ForwardOptions::threads.
 #pragma once
 
 #include "../core/eigen.hpp"

@@ -23,6 +23,7 @@
 //    What decoding over a long cache wants.
 // forward(x) and a prefill into an empty cache run the naive one; later calls over a cache (decode
 // steps, further chunks) the absorbed one; LatentForwardOptions::path picks either explicitly.
+// Threads: as a dense layer, one layer per thread (it keeps workspaces between calls).
 #pragma once
 
 #include "../core/eigen.hpp"
