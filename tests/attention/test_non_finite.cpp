@@ -271,7 +271,8 @@ TEST(NonFiniteCache, AnFp16ValueThatRoundedToInfinityReachesOnlyTheRowsThatSeeIt
   for (std::int64_t j = 0; j < tokens; ++j) keep[j] = j != key;
   options.boolean_mask = MaskView<bool>(keep.get(), tokens, 1, 1, 1, tokens);
   const std::vector<float> hidden = decode(huge, options), clean = decode(zero, options);
-  for (std::size_t x = 0; x < hidden.size(); ++x) EXPECT_EQ(hidden[x], clean[x]) << x;
+  // Equal up to summation order: the tile holding the hidden infinity sums key by key.
+  for (std::size_t x = 0; x < hidden.size(); ++x) EXPECT_NEAR(hidden[x], clean[x], 1e-6f) << x;
 }
 
 }  // namespace

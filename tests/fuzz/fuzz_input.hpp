@@ -29,7 +29,12 @@ class Input {
   // a checked size must survive.
   std::int64_t size(std::int64_t lo, std::int64_t hi) {
     const std::uint8_t kind = raw<std::uint8_t>();
-    if (kind < 230) return lo + std::int64_t(raw<std::uint16_t>()) % (hi - lo + 1);
+    if (kind < 230) {  // in unsigned arithmetic: [lo, hi] may be any int64 range
+      if (hi < lo) return lo;
+      const std::uint64_t span = std::uint64_t(hi) - std::uint64_t(lo) + 1;  // 0: all of them
+      const std::uint64_t pick = raw<std::uint16_t>();
+      return std::int64_t(std::uint64_t(lo) + (span == 0 ? pick : pick % span));
+    }
     if (kind < 240) return raw<std::int64_t>();
     const std::int64_t edges[] = {0, -1, 1, std::numeric_limits<std::int64_t>::max(),
                                   std::numeric_limits<std::int64_t>::min(), std::int64_t{1} << 32,

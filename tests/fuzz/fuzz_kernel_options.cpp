@@ -6,7 +6,10 @@
 // additive mask, its output is finite.
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <memory>
 #include <stdexcept>
 #include <vector>
@@ -25,6 +28,12 @@ using multihead::TensorView;
 
 constexpr std::int64_t kArena = std::int64_t{1} << 16;  // floats every view points into
 
+// a·b wrapping around as unsigned arithmetic does: the harness passes on what a user could
+// compute, and validate() decides.
+std::int64_t wrap(std::int64_t a, std::int64_t b) {
+  return std::int64_t(std::uint64_t(a) * std::uint64_t(b));
+}
+
 // A view into the arena: an offset, then contiguous (size: the rest of the arena, or exact) or
 // with strides of the input's choosing.
 template <class T>
@@ -35,12 +44,14 @@ TensorView<T> view(fuzz::Input& in, T* arena, std::int64_t batch, std::int64_t t
   const std::int64_t room = kArena - (data - arena);
   switch (in.raw<std::uint8_t>() % 3) {
     case 0: {
-      const std::int64_t exact = batch * tokens * heads * dim;  // may wrap: validate() decides
-      return TensorView<T>(data, in.flag() ? exact : room, batch, tokens, heads, dim);
+      const std::int64_t exact = wrap(wrap(batch, tokens), wrap(heads, dim));
+      // A size is the caller's word for its buffer: never more than the arena holds.
+      return TensorView<T>(data, in.flag() && exact >= 0 && exact <= room ? exact : room, batch,
+                           tokens, heads, dim);
     }
     case 1:  // head-major
-      return TensorView<T>::strided(data, room, batch, tokens, heads, dim, heads * tokens * dim,
-                                    dim, tokens * dim);
+      return TensorView<T>::strided(data, room, batch, tokens, heads, dim,
+                                    wrap(heads, wrap(tokens, dim)), dim, wrap(tokens, dim));
     default:
       return TensorView<T>::strided(data, room, batch, tokens, heads, dim, in.size(0, 4096),
                                     in.size(0, 1024), in.size(0, 256));
@@ -53,7 +64,8 @@ multihead::MaskView<T> mask(fuzz::Input& in, const T* arena, std::int64_t batch,
   if (!in.flag()) return {};
   const std::int64_t offset = in.size(0, kArena - 1);
   const T* data = offset >= 0 && offset < kArena ? arena + offset : arena;
-  return {data, in.size(0, kArena - (data - arena)), in.flag() ? batch : 1,
+  const std::int64_t room = kArena - (data - arena), size = in.size(0, room);
+  return {data, size >= 0 && size <= room ? size : room, in.flag() ? batch : 1,
           in.flag() ? heads : 1, in.flag() ? q_len : 1, kv_len};
 }
 
@@ -87,16 +99,41 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   options.window_left = in.size(-2, 40);
   options.window_right = in.size(-2, 40);
   if (in.flag()) options.softcap = in.number(0.0f, 50.0f);
-  if (in.flag()) options.alibi_slopes = {a + in.raw<std::uint16_t>() % kArena, in.size(0, 8)};
-  if (in.flag()) options.sinks = {a + in.raw<std::uint16_t>() % kArena, in.size(0, 8)};
+  // Spans at an offset of the input's choosing, of any true size.
+  const auto span = [&](std::int64_t most) -> multihead::Span<float> {
+    const std::int64_t offset = in.raw<std::uint16_t>() % kArena;
+    return {a + offset, std::min(in.size(0, most), kArena - offset)};
+  };
+  if (in.flag()) {
+    const multihead::Span<float> x = span(8);
+    options.alibi_slopes = {x.data, x.size};
+  }
+  if (in.flag()) {
+    const multihead::Span<float> x = span(8);
+    options.sinks = {x.data, x.size};
+  }
   options.additive_mask = mask<float>(in, a, batch, heads, q_len, kv_len);
   options.boolean_mask = mask<bool>(in, keep.get(), batch, heads, q_len, kv_len);
   options.threads = int(in.size(0, 4));
   multihead::LseOutput lse;
-  if (in.flag()) lse = {a + in.raw<std::uint16_t>() % kArena, in.size(0, 2 * kArena)};
+  if (in.flag()) lse = span(kArena);
 
-  bool finite = true;
-  for (const float x : arena) finite = finite && std::isfinite(x);
+  bool finite = true;  // and moderate: a poisoned 3e38 is finite, yet overflows a score
+  for (const float x : arena) finite = finite && std::abs(x) <= 1e3f;
+  if (std::getenv("FUZZ_VERBOSE")) {
+    const auto show = [&](const char* name, const auto& x) {
+      std::fprintf(stderr, "%s: offset %ld size %ld [%ld %ld %ld %ld] strides [%ld %ld %ld]\n", name,
+                   long((const float*)x.data() - a), long(x.size()), long(x.batch()), long(x.tokens()),
+                   long(x.heads()), long(x.dim()), long(x.batch_stride()), long(x.token_stride()),
+                   long(x.head_stride()));
+    };
+    show("q", q), show("k", k), show("v", v), show("o", o);
+    std::fprintf(stderr, "scale %g causal %d align %d window %ld %ld softcap %g slopes %ld sinks %ld add %ld keep %ld lse %ld\n",
+                 options.scale ? *options.scale : -1.0f, options.causal, int(options.alignment),
+                 long(options.window_left), long(options.window_right), options.softcap,
+                 long(options.alibi_slopes.size), long(options.sinks.size), long(options.additive_mask.size),
+                 long(options.boolean_mask.size), long(lse.size));
+  }
   before = arena;
   const int kernel = in.raw<std::uint8_t>() % 4;
   try {
@@ -114,14 +151,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 "a call that throws writes nothing");
     return 0;
   }
-  // Finite inputs, the default or a moderate scale, no additive mask, no soft-cap of extreme
-  // size: attention is a weighted mean of V (plus ALiBi and sinks, finite): finite outputs.
-  if (finite && options.additive_mask.empty()) {
+  // Moderate inputs (the arena's, or poisons within ±1000), the default or a moderate scale (a huge one overflows the
+  // scores: NaN, by the semantics), no additive mask: attention is a weighted mean of V.
+  if (finite && options.additive_mask.empty() && (!options.scale || std::abs(*options.scale) <= 16)) {
     for (std::int64_t b = 0; b < batch; ++b)
       for (std::int64_t t = 0; t < q_len; ++t)
         for (std::int64_t h = 0; h < heads; ++h)
           for (std::int64_t c = 0; c < dv; ++c)
-            fuzz::check(std::isfinite(o.row(b, t, h)[c]), "finite inputs give finite outputs");
+            if (!std::isfinite(o.row(b, t, h)[c])) {
+              std::fprintf(stderr, "kernel %d: o[%ld, %ld, %ld, %ld] = %g\n", kernel, long(b), long(t), long(h), long(c), o.row(b, t, h)[c]);
+              fuzz::check(false, "finite inputs give finite outputs");
+            }
   }
   return 0;
 }

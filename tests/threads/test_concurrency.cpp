@@ -82,7 +82,7 @@ TEST(Concurrency, DecodingReadsOneCacheFromManyThreads) {
   options.threads = 1;
   const auto run = [&](int t) {
     const std::int64_t q_size = p.batch * p.heads * p.d;
-    std::vector<float> o(std::size_t(q_size));
+    std::vector<float> o(static_cast<std::size_t>(q_size));
     const TensorView<const float> q(p.q.data(), q_size, p.batch, 1, p.heads, p.d);
     const TensorView<float> out(o.data(), q_size, p.batch, 1, p.heads, p.d);
     if (t % 2 == 0)

@@ -198,8 +198,9 @@ struct Tiles {
     V acc[M][NV];
     for (int c = 0; c < M; ++c)
       for (int v = 0; v < NV; ++v) acc[c][v] = Ops::mul(Ops::load(ot + c * BR + v * W), alpha[v]);
-    const float* value = v0;
-    for (int j = 0; j < keys; ++j, value += v_stride) {
+    for (int j = 0; j < keys; ++j) {
+      const float* value = v0 + j * v_stride;  // not a running pointer: one row's stride may be
+                                               // anything, and a step past it undefined
       V p[NV];
       for (int v = 0; v < NV; ++v) p[v] = Ops::load(pt + j * BR + v * W);
       for (int c = 0; c < M; ++c) {

@@ -20,10 +20,11 @@ struct TilePrefetch {
 
   TilePrefetch() = default;
   // `count` rows of `length` elements, `row_stride` elements apart (float, bf16 or fp16 rows).
+  // One row's stride is never used, and may be anything (a view of one token may carry any).
   template <class T>
   TilePrefetch(const T* row0, std::int64_t row_stride, std::int64_t count, std::int64_t length)
       : base(reinterpret_cast<const char*>(row0)),
-        stride(row_stride * std::int64_t(sizeof(T))),
+        stride(count > 1 ? row_stride * std::int64_t(sizeof(T)) : 0),
         rows(count),
         bytes(length * std::int64_t(sizeof(T))) {}
 

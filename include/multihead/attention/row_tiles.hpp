@@ -296,8 +296,9 @@ class RowTiles {
       const V alpha = Ops::set1(offset == 0 ? alpha_[r0 + r] : 1.0f);
       for (int c = 0; c < CC; ++c) acc[r][c] = Ops::mul(Ops::load(o + r * dvp_ + c * W), alpha);
     }
-    const E* row = v + Codec<E>::units(c0);  // c0: whole vectors, whole codec blocks
-    for (int j = 0; j < keys; ++j, row += v_stride) {
+    const E* first = v + Codec<E>::units(c0);  // c0: whole vectors, whole codec blocks
+    for (int j = 0; j < keys; ++j) {
+      const E* row = first + j * v_stride;  // indexed, not stepped: see column_tiles.hpp
       ahead.issue();
       V x[CC];
       if constexpr (kPaired<E>) {
