@@ -189,6 +189,22 @@ TEST_P(HostileInputs, DegenerateParametersAreRejected) {
                  "(the smallest normal float)");
 }
 
+// A view of one token (or one batch entry, or one head) may carry any stride on that axis: it is
+// never used. The kernels once multiplied such a stride (the prefetch) and stepped a pointer by it
+// past the last row (P·V): undefined behaviour for a stride of 2^62, found by the fuzzer.
+TEST_P(HostileInputs, OneTokenViewsMayCarryAnyStride) {
+  const AttentionShape s = make_shape(1, 3, 1, 2, 1, 16, 16);
+  const Inputs in = make_inputs(s, 2);
+  const LibResult want = run_kernel(GetParam(), in, {});
+  const std::int64_t huge = std::int64_t{1} << 62;
+  std::vector<float> o(std::size_t(s.o_size()));
+  GetParam().run(TensorView<const float>(in.q.data(), s.q_size(), 1, 3, 2, 16),
+                 TensorView<const float>::strided(in.k.data(), s.k_size(), 1, 1, 1, 16, huge, huge, huge),
+                 TensorView<const float>::strided(in.v.data(), s.v_size(), 1, 1, 1, 16, huge, huge, huge),
+                 TensorView<float>(o.data(), s.o_size(), 1, 3, 2, 16), {}, {});
+  EXPECT_EQ(o, want.o);
+}
+
 INSTANTIATE_TEST_SUITE_P(Kernels, HostileInputs, ::testing::ValuesIn(kKernels), kernel_param_name);
 
 // The messages name what is wrong: a null offsets array is null, not "got 3".

@@ -108,7 +108,8 @@ inline void check_lse_and_options(const KernelShape& shape, const LseOutput& lse
 
 template <class T>
 ByteRange byte_range(const MaskView<T>& mask, const char* name) {
-  return {mask.data, mask.data == nullptr ? 0 : mask.size * std::int64_t(sizeof(T)), name};
+  return {mask.data,
+          mask.data == nullptr ? 0 : checked_mul(mask.size, std::int64_t(sizeof(T)), name), name};
 }
 
 // The outputs o and lse apart from every input (q, the options' masks, slopes and sinks, and

@@ -165,11 +165,14 @@ struct ByteRange {
 };
 template <class T>
 ByteRange byte_range(const TensorView<T>& view, const char* name) {
-  return {view.data(), view.data() == nullptr ? 0 : view.extent() * std::int64_t(sizeof(T)), name};
+  return {view.data(),
+          view.data() == nullptr ? 0 : checked_mul(view.extent(), std::int64_t(sizeof(T)), name),
+          name};
 }
 template <class T>
 ByteRange byte_range(const Span<T>& span, const char* name) {
-  return {span.data, span.data == nullptr ? 0 : span.size * std::int64_t(sizeof(T)), name};
+  return {span.data,
+          span.data == nullptr ? 0 : checked_mul(span.size, std::int64_t(sizeof(T)), name), name};
 }
 
 // Throws unless `output` shares no byte with any of `inputs` (outputs of one call included):
