@@ -1,5 +1,5 @@
 // A LatentCache stores float, bf16 or fp16; another element type is refused when the type is named.
-// error: LatentCache<Storage>: Storage must be float, bf16 or fp16
+// error: LatentCache<Storage>: Storage must be float, bf16, fp16, q8 or q4
 #include <multihead/cache/latent_cache.hpp>
 
 #ifdef MULTIHEAD_MISUSE

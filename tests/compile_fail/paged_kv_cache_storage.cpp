@@ -1,5 +1,5 @@
 // A PagedKvCache stores float, bf16 or fp16; another element type is refused when the type is named.
-// error: PagedKvCache<Storage>: Storage must be float, bf16 or fp16
+// error: PagedKvCache<Storage>: Storage must be float, bf16, fp16, q8 or q4
 #include <multihead/cache/paged_kv_cache.hpp>
 
 #ifdef MULTIHEAD_MISUSE

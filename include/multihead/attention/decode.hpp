@@ -39,7 +39,7 @@
 
 #include "../core/compiled.hpp"
 #include "../core/parallel.hpp"
-#include "../storage/half.hpp"
+#include "../storage/codec.hpp"
 #include "blocking.hpp"
 #include "column_tiles.hpp"
 #include "decode_split.hpp"
@@ -92,6 +92,8 @@ void run_decode(const DecodeProblem& pr, const Source& source, int threads) {
 MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const KvRows<float>&, int))
 MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const KvRows<bf16>&, int))
 MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const KvRows<fp16>&, int))
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const KvRows<q8>&, int))
+MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const KvRows<q4>&, int))
 
 // Runs a checked call: its scale and score modifiers from the options, threads resolved.
 template <class Source>

@@ -296,21 +296,22 @@ class RowTiles {
       const V alpha = Ops::set1(offset == 0 ? alpha_[r0 + r] : 1.0f);
       for (int c = 0; c < CC; ++c) acc[r][c] = Ops::mul(Ops::load(o + r * dvp_ + c * W), alpha);
     }
-    const E* first = v + Codec<E>::units(c0);  // c0: whole vectors, whole codec blocks
     for (int j = 0; j < keys; ++j) {
-      const E* row = first + j * v_stride;  // indexed, not stepped: see column_tiles.hpp
+      // Indexed, not stepped (see column_tiles.hpp); columns by value index, which the codec
+      // maps to its blocks.
+      const E* row = v + j * v_stride;
       ahead.issue();
       V x[CC];
       if constexpr (kPaired<E>) {
         static_assert(CC % 2 == 0, "paired columns come in whole pairs of vectors");
         for (int c = 0; c < CC; c += 2) {
-          Codec<E>::template load_pairs<Ops>(row, c * W, x[c], x[c + 1]);
+          Codec<E>::template load_pairs<Ops>(row, c0 + c * W, x[c], x[c + 1]);
           Ops::in_register(x[c]);
           Ops::in_register(x[c + 1]);
         }
       } else {
         for (int c = 0; c < CC; ++c) {
-          x[c] = Codec<E>::template load<Ops>(row, c * W);
+          x[c] = Codec<E>::template load<Ops>(row, c0 + c * W);
           Ops::in_register(x[c]);
         }
       }

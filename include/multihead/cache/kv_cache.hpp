@@ -2,8 +2,11 @@
 //
 //   K [batch, capacity, kv_groups, head_dim]    V [batch, capacity, kv_groups, value_dim]
 //
-// Storage is float, bf16 or fp16 (storage/half.hpp); appends take float and narrow once, kernels read
-// the storage type through keys() / values() and widen as they go. Memory is allocated once, in
+// Storage is float, bf16, fp16 (storage/half.hpp) or a quantized format, q8 or q4
+// (storage/quantized.hpp); appends take float and narrow (or quantize) once, kernels read the
+// storage type through its codec and widen as they go. A row of head_dim values is
+// Codec<Storage>::units(head_dim) elements: head_dim itself for the plain types, its blocks of 32
+// for q8 and q4 (keys() and values() count their last axis in those elements). Memory is allocated once, in
 // the constructor, 64-byte aligned (in huge pages when large: aligned_buffer.hpp), and left
 // uninitialised (only the filled part is ever read).
 // Not thread-safe for writes: append and clear need exclusive access; reads may be concurrent.
@@ -19,15 +22,15 @@
 #include "../core/aligned_buffer.hpp"
 #include "../core/error.hpp"
 #include "../core/tensor_view.hpp"
-#include "../storage/half.hpp"
+#include "../storage/codec.hpp"
 #include "rows.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
 template <class Storage>
 class KvCache {
-  static_assert(is_storage_type_v<Storage>,
-                "KvCache<Storage>: Storage must be float, bf16 or fp16");
+  static_assert(is_cache_storage_v<Storage>,
+                "KvCache<Storage>: Storage must be float, bf16, fp16, q8 or q4");
 
  public:
   using storage_type = Storage;
@@ -46,10 +49,10 @@ class KvCache {
     detail::check_cache_dims(kv_groups, head_dim, value_dim);
     const std::int64_t k_size =
         detail::checked_product("K cache size (batch * capacity * kv_groups * head_dim)", batch,
-                                capacity, kv_groups, head_dim);
+                                capacity, kv_groups, Codec<Storage>::units(head_dim));
     const std::int64_t v_size =
         detail::checked_product("V cache size (batch * capacity * kv_groups * value_dim)", batch,
-                                capacity, kv_groups, value_dim);
+                                capacity, kv_groups, Codec<Storage>::units(value_dim));
     // One allocation; V starts on a cache line of its own.
     v_offset_ = detail::round_up_to_lines<Storage>(k_size, "K cache size");
     buffer_ = detail::AlignedBuffer<Storage>(detail::checked_add(v_offset_, v_size, "cache size"));
@@ -70,7 +73,7 @@ class KvCache {
 
   // Bytes one token of one sequence occupies: K and V of every group.
   std::int64_t bytes_per_token() const noexcept {
-    return kv_groups_ * (head_dim_ + value_dim_) * static_cast<std::int64_t>(sizeof(Storage));
+    return kv_groups_ * (Codec<Storage>::row_bytes(head_dim_) + Codec<Storage>::row_bytes(value_dim_));
   }
 
   // Appends k [batch, n, kv_groups, head_dim] and v [batch, n, kv_groups, value_dim], n ≥ 1
@@ -83,9 +86,9 @@ class KvCache {
     detail::require_room(n, length_, capacity_);
     for (std::int64_t b = 0; b < batch_; ++b) {
       detail::store_tokens(k, b, 0, n,
-                           key_data() + (b * capacity_ + length_) * kv_groups_ * head_dim_);
+                           key_data() + (b * capacity_ + length_) * kv_groups_ * k_row());
       detail::store_tokens(v, b, 0, n,
-                           value_data() + (b * capacity_ + length_) * kv_groups_ * value_dim_);
+                           value_data() + (b * capacity_ + length_) * kv_groups_ * v_row());
     }
     length_ += n;
   }
@@ -95,25 +98,30 @@ class KvCache {
   // tokens: do not validate them, there is nothing to read.
   TensorView<const Storage> keys() const noexcept {
     return TensorView<const Storage>::strided(key_data(), k_size_, batch_, length_, kv_groups_,
-                                              head_dim_, capacity_ * kv_groups_ * head_dim_,
-                                              kv_groups_ * head_dim_, head_dim_);
+                                              k_row(), capacity_ * kv_groups_ * k_row(),
+                                              kv_groups_ * k_row(), k_row());
   }
   TensorView<const Storage> values() const noexcept {
     return TensorView<const Storage>::strided(value_data(), v_size_, batch_, length_, kv_groups_,
-                                              value_dim_, capacity_ * kv_groups_ * value_dim_,
-                                              kv_groups_ * value_dim_, value_dim_);
+                                              v_row(), capacity_ * kv_groups_ * v_row(),
+                                              kv_groups_ * v_row(), v_row());
   }
 
   // The KV-source contract (attention/kv_source.hpp): the filled rows as the kernels read them,
   // and their extents.
   detail::KvRows<Storage> kv_rows() const { return detail::view_rows(keys(), values()); }
-  detail::KvExtents kv_extents() const { return detail::kv_extents(keys(), values()); }
+  detail::KvExtents kv_extents() const {
+    return {batch_, length_, kv_groups_, head_dim_, value_dim_};
+  }
 
   // Forgets every token; the memory stays allocated for the next sequences.
   void clear() noexcept { length_ = 0; }
 
  private:
   Storage* key_data() const noexcept { return buffer_.data(); }
+  // Elements of a K (V) row.
+  std::int64_t k_row() const noexcept { return Codec<Storage>::units(head_dim_); }
+  std::int64_t v_row() const noexcept { return Codec<Storage>::units(value_dim_); }
   Storage* value_data() const noexcept { return buffer_.data() + v_offset_; }
 
   std::int64_t batch_, capacity_, kv_groups_, head_dim_, value_dim_;

@@ -9,7 +9,10 @@
 // of the same memory, so the values are not stored twice: a token costs d_c + d_r elements,
 // against 2·heads·head_dim for MHA.
 //
-// Storage is float, bf16 or fp16 (half.hpp); appends take float and narrow once. Memory is
+// Storage as for KvCache (kv_cache.hpp): float, bf16, fp16, or q8 / q4, whose blocks of 32 need a
+// latent_dim that is a multiple of 32 (the RoPE key then starts a block, and the values are the
+// keys' first blocks); views count their last axis in codec units. Appends take float and
+// narrow (or quantize) once. Memory is
 // allocated once, in the constructor, 64-byte aligned, and left uninitialised (only the filled
 // part is ever read). Not thread-safe for writes: append and clear need exclusive access; reads
 // may be concurrent.
@@ -21,7 +24,7 @@
 #include "../attention/shape.hpp"
 #include "../core/error.hpp"
 #include "../core/tensor_view.hpp"
-#include "../storage/half.hpp"
+#include "../storage/codec.hpp"
 #include "kv_cache.hpp"
 #include "rows.hpp"
 
@@ -30,9 +33,19 @@ inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace detail {
 
 // What both latent caches require of a token's row.
-inline void check_latent_dims(std::int64_t latent_dim, std::int64_t rope_dim) {
+template <class Storage>
+void check_latent_dims(std::int64_t latent_dim, std::int64_t rope_dim) {
   require_positive(latent_dim, "latent_dim");
   require(rope_dim >= 0, "rope_dim (", rope_dim, ") must not be negative");
+  if constexpr (is_quantized_v<Storage>)
+    require(latent_dim % Storage::kValues == 0, "latent_dim (", latent_dim,
+            ") must be a multiple of ", Storage::kValues, " in a quantized latent cache");
+}
+
+// Elements of a latent row: the latent's, then the RoPE key's (codec units).
+template <class Storage>
+std::int64_t latent_row_units(std::int64_t latent_dim, std::int64_t rope_dim) {
+  return Codec<Storage>::units(latent_dim) + Codec<Storage>::units(rope_dim);
 }
 
 // Checks an appended latent c_kv [batch, n, 1, latent_dim] and RoPE key k_rope
@@ -53,23 +66,23 @@ inline std::int64_t check_latent_append(const TensorView<const float>& c_kv,
   return same_tokens(c_kv, "c_kv", k_rope, "k_rope");
 }
 
-// Narrows tokens [t0, t0 + n) of batch entry b into latent rows of latent_dim + rope_dim
-// elements from dst: c_kv's values first, then k_rope's.
+// Narrows tokens [t0, t0 + n) of batch entry b into latent rows from dst: c_kv's values first,
+// then k_rope's.
 template <class Storage>
 void store_latent_rows(const TensorView<const float>& c_kv, const TensorView<const float>& k_rope,
                        std::int64_t b, std::int64_t t0, std::int64_t n, std::int64_t latent_dim,
                        std::int64_t rope_dim, Storage* dst) {
-  const std::int64_t row = latent_dim + rope_dim;
+  const std::int64_t row = latent_row_units<Storage>(latent_dim, rope_dim);
   store_tokens(c_kv, b, t0, n, dst, row);
-  if (rope_dim > 0) store_tokens(k_rope, b, t0, n, dst + latent_dim, row);
+  if (rope_dim > 0) store_tokens(k_rope, b, t0, n, dst + Codec<Storage>::units(latent_dim), row);
 }
 
 }  // namespace detail
 
 template <class Storage>
 class LatentCache {
-  static_assert(is_storage_type_v<Storage>,
-                "LatentCache<Storage>: Storage must be float, bf16 or fp16");
+  static_assert(is_cache_storage_v<Storage>,
+                "LatentCache<Storage>: Storage must be float, bf16, fp16, q8 or q4");
 
  public:
   using storage_type = Storage;
@@ -81,10 +94,11 @@ class LatentCache {
       : batch_(batch), capacity_(capacity), latent_dim_(latent_dim), rope_dim_(rope_dim) {
     detail::require_positive(batch, "batch");
     detail::require_positive(capacity, "capacity");
-    detail::check_latent_dims(latent_dim, rope_dim);
+    detail::check_latent_dims<Storage>(latent_dim, rope_dim);
+    detail::checked_add(latent_dim, rope_dim, "latent_dim + rope_dim");
     buffer_ = detail::AlignedBuffer<Storage>(detail::checked_product(
         "latent cache size (batch * capacity * (latent_dim + rope_dim))", batch, capacity,
-        detail::checked_add(latent_dim, rope_dim, "latent_dim + rope_dim")));
+        row()));
   }
 
   std::int64_t batch() const noexcept { return batch_; }
@@ -95,7 +109,7 @@ class LatentCache {
 
   // Bytes one token of one sequence occupies: its latent and its RoPE key.
   std::int64_t bytes_per_token() const noexcept {
-    return row() * static_cast<std::int64_t>(sizeof(Storage));
+    return Codec<Storage>::row_bytes(latent_dim_) + Codec<Storage>::row_bytes(rope_dim_);
   }
 
   // Appends c_kv [batch, n, 1, latent_dim] and k_rope [batch, n, 1, rope_dim], n ≥ 1 tokens for
@@ -122,19 +136,26 @@ class LatentCache {
   // rope_dim). With length 0 the views have no tokens: do not validate them, there is nothing
   // to read.
   TensorView<const Storage> keys() const noexcept { return rows(row()); }
-  TensorView<const Storage> values() const noexcept { return rows(latent_dim_); }
+  TensorView<const Storage> values() const noexcept {
+    return rows(Codec<Storage>::units(latent_dim_));
+  }
 
   // The KV-source contract (attention/kv_source.hpp): the filled rows as the kernels read them,
   // MQA-like (one group of latent_dim + rope_dim key and latent_dim value elements), and their
   // extents.
   detail::KvRows<Storage> kv_rows() const { return detail::view_rows(keys(), values()); }
-  detail::KvExtents kv_extents() const { return detail::kv_extents(keys(), values()); }
+  detail::KvExtents kv_extents() const {
+    return {batch_, length_, 1, latent_dim_ + rope_dim_, latent_dim_};
+  }
 
   // Forgets every token; the memory stays allocated for the next sequences.
   void clear() noexcept { length_ = 0; }
 
  private:
-  std::int64_t row() const noexcept { return latent_dim_ + rope_dim_; }
+  // Elements of a row.
+  std::int64_t row() const noexcept {
+    return detail::latent_row_units<Storage>(latent_dim_, rope_dim_);
+  }
 
   // The first `dim` elements of every filled row.
   TensorView<const Storage> rows(std::int64_t dim) const noexcept {

@@ -7,6 +7,7 @@
 // block block_table[t / block_size] at row t % block_size. Blocks are taken from the pool as
 // appends need them and returned on release, so memory follows the live tokens, not the longest
 // sequence. The pool, its block tables and what it shares with the latent cache: paged_pool.hpp.
+// Storage as for KvCache (kv_cache.hpp): block views count their last axis in codec units.
 #pragma once
 
 #include <cstdint>
@@ -22,8 +23,8 @@ inline namespace MULTIHEAD_ISA_NAMESPACE {
 
 template <class Storage>
 class PagedKvCache : public detail::PagedPool<Storage> {
-  static_assert(is_storage_type_v<Storage>,
-                "PagedKvCache<Storage>: Storage must be float, bf16 or fp16");
+  static_assert(is_cache_storage_v<Storage>,
+                "PagedKvCache<Storage>: Storage must be float, bf16, fp16, q8 or q4");
   using Pool = detail::PagedPool<Storage>;
 
  public:
@@ -36,12 +37,15 @@ class PagedKvCache : public detail::PagedPool<Storage> {
       : Pool(num_blocks, block_size), kv_groups_(kv_groups), head_dim_(head_dim),
         value_dim_(value_dim) {
     detail::check_cache_dims(kv_groups, head_dim, value_dim);
+    // Rows of Codec::units elements (the dims themselves but for q8 and q4, kv_cache.hpp).
+    const std::int64_t k_row = Codec<Storage>::units(head_dim);
+    const std::int64_t v_row = Codec<Storage>::units(value_dim);
     this->allocate(
         detail::checked_product("K block size (block_size * kv_groups * head_dim)", block_size,
-                                kv_groups, head_dim),
+                                kv_groups, k_row),
         detail::checked_product("V block size (block_size * kv_groups * value_dim)", block_size,
-                                kv_groups, value_dim),
-        kv_groups * head_dim, kv_groups * value_dim, head_dim, value_dim);
+                                kv_groups, v_row),
+        kv_groups * k_row, kv_groups * v_row, k_row, v_row);
   }
 
   // value_dim = head_dim.
@@ -55,7 +59,7 @@ class PagedKvCache : public detail::PagedPool<Storage> {
 
   // Bytes one token occupies in a full block: K and V of every group.
   std::int64_t bytes_per_token() const noexcept {
-    return kv_groups_ * (head_dim_ + value_dim_) * static_cast<std::int64_t>(sizeof(Storage));
+    return kv_groups_ * (Codec<Storage>::row_bytes(head_dim_) + Codec<Storage>::row_bytes(value_dim_));
   }
 
   // Appends k [1, n, kv_groups, head_dim] and v [1, n, kv_groups, value_dim], n ≥ 1 tokens of
@@ -84,14 +88,16 @@ class PagedKvCache : public detail::PagedPool<Storage> {
   TensorView<const Storage> block_keys(SequenceId seq, std::int64_t i) const {
     const auto [block, rows] = this->tables_.filled_block(seq, i, "block_keys");
     return TensorView<const Storage>::strided(
-        this->key_block_data(block), this->key_block_stride(), 1, rows, kv_groups_, head_dim_,
-        this->key_block_stride(), this->key_token_stride(), head_dim_);
+        this->key_block_data(block), this->key_block_stride(), 1, rows, kv_groups_,
+        Codec<Storage>::units(head_dim_), this->key_block_stride(), this->key_token_stride(),
+        Codec<Storage>::units(head_dim_));
   }
   TensorView<const Storage> block_values(SequenceId seq, std::int64_t i) const {
     const auto [block, rows] = this->tables_.filled_block(seq, i, "block_values");
     return TensorView<const Storage>::strided(
         this->value_block_data(block), this->value_block_stride(), 1, rows, kv_groups_,
-        value_dim_, this->value_block_stride(), this->value_token_stride(), value_dim_);
+        Codec<Storage>::units(value_dim_), this->value_block_stride(), this->value_token_stride(),
+        Codec<Storage>::units(value_dim_));
   }
 
  private:

@@ -23,8 +23,8 @@ inline namespace MULTIHEAD_ISA_NAMESPACE {
 
 template <class Storage>
 class PagedLatentCache : public detail::PagedPool<Storage> {
-  static_assert(is_storage_type_v<Storage>,
-                "PagedLatentCache<Storage>: Storage must be float, bf16 or fp16");
+  static_assert(is_cache_storage_v<Storage>,
+                "PagedLatentCache<Storage>: Storage must be float, bf16, fp16, q8 or q4");
   using Pool = detail::PagedPool<Storage>;
 
  public:
@@ -35,12 +35,12 @@ class PagedLatentCache : public detail::PagedPool<Storage> {
   PagedLatentCache(std::int64_t num_blocks, std::int64_t block_size, std::int64_t latent_dim,
                    std::int64_t rope_dim)
       : Pool(num_blocks, block_size), latent_dim_(latent_dim), rope_dim_(rope_dim) {
-    detail::check_latent_dims(latent_dim, rope_dim);
-    // Values are the first latent_dim elements of each key row, in the same blocks.
-    const std::int64_t row = detail::checked_add(latent_dim, rope_dim, "latent_dim + rope_dim");
+    detail::check_latent_dims<Storage>(latent_dim, rope_dim);
+    detail::checked_add(latent_dim, rope_dim, "latent_dim + rope_dim");
+    // Values are the first latent_dim values of each key row, in the same blocks.
     this->allocate(detail::checked_product("block size (block_size * (latent_dim + rope_dim))",
-                                           block_size, row),
-                   0, row, row, row, latent_dim);
+                                           block_size, row()),
+                   0, row(), row(), row(), Codec<Storage>::units(latent_dim));
   }
 
   std::int64_t latent_dim() const noexcept { return latent_dim_; }
@@ -48,7 +48,7 @@ class PagedLatentCache : public detail::PagedPool<Storage> {
 
   // Bytes one token occupies in a full block: its latent and its RoPE key.
   std::int64_t bytes_per_token() const noexcept {
-    return row() * static_cast<std::int64_t>(sizeof(Storage));
+    return Codec<Storage>::row_bytes(latent_dim_) + Codec<Storage>::row_bytes(rope_dim_);
   }
 
   // Appends c_kv [1, n, 1, latent_dim] and k_rope [1, n, 1, rope_dim], n ≥ 1 tokens of sequence
@@ -71,7 +71,7 @@ class PagedLatentCache : public detail::PagedPool<Storage> {
   // What a call over `sequences` sequences reads, as MQA: one group of latent_dim + rope_dim key
   // and latent_dim value elements; kv_len is the caller's to fill.
   detail::KvExtents kv_extents(std::int64_t sequences) const {
-    return {sequences, 0, 1, row(), latent_dim_};
+    return {sequences, 0, 1, latent_dim_ + rope_dim_, latent_dim_};
   }
 
   // The filled rows of the sequence's i-th block as views [1, rows, 1, latent_dim + rope_dim]
@@ -81,11 +81,15 @@ class PagedLatentCache : public detail::PagedPool<Storage> {
     return block_rows(this->tables_.filled_block(seq, i, "block_keys"), row());
   }
   TensorView<const Storage> block_values(SequenceId seq, std::int64_t i) const {
-    return block_rows(this->tables_.filled_block(seq, i, "block_values"), latent_dim_);
+    return block_rows(this->tables_.filled_block(seq, i, "block_values"),
+                      Codec<Storage>::units(latent_dim_));
   }
 
  private:
-  std::int64_t row() const noexcept { return latent_dim_ + rope_dim_; }
+  // Elements of a row (latent_cache.hpp).
+  std::int64_t row() const noexcept {
+    return detail::latent_row_units<Storage>(latent_dim_, rope_dim_);
+  }
 
   // The first `dim` elements of a block's filled rows.
   TensorView<const Storage> block_rows(detail::BlockTables::FilledBlock filled,

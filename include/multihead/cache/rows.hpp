@@ -3,11 +3,13 @@
 #pragma once
 
 #include <cstdint>
+#include <numeric>
 
 #include "../core/aligned_buffer.hpp"
 #include "../core/error.hpp"
 #include "../core/tensor_view.hpp"
 #include "../simd/convert.hpp"
+#include "../storage/codec.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
@@ -21,10 +23,12 @@ inline void check_cache_dims(std::int64_t kv_groups, std::int64_t head_dim,
   require_positive(value_dim, "value_dim");
 }
 
-// n rounded up to whole cache lines of T, so that consecutive blocks stay 64-byte aligned.
+// n rounded up to a whole number of cache lines' worth of T, so that consecutive blocks stay
+// 64-byte aligned (for a 34-byte q8 block, 32 of them: 17 lines).
 template <class T>
 std::int64_t round_up_to_lines(std::int64_t n, const char* what) {
-  constexpr std::int64_t per_line = kCacheAlignment / static_cast<std::int64_t>(sizeof(T));
+  constexpr std::int64_t size = static_cast<std::int64_t>(sizeof(T));
+  constexpr std::int64_t per_line = std::lcm(std::int64_t(kCacheAlignment), size) / size;
   return checked_mul((checked_add(n, per_line - 1, what)) / per_line, per_line, what);
 }
 
@@ -64,27 +68,34 @@ inline void require_room(std::int64_t n, std::int64_t length, std::int64_t capac
           " of capacity ", capacity);
 }
 
-// Narrows tokens [t0, t0 + n) of batch entry b of x into dst, where each token's rows
-// [heads, dim] are dense and tokens dst_stride elements apart: one conversion call when both
-// sides are dense (the usual case), else one per row.
+// Narrows (or quantizes) tokens [t0, t0 + n) of batch entry b of x into dst, where each token's
+// rows [heads, dim] are dense, Codec::units(dim) elements each, and tokens dst_stride elements
+// apart: one conversion call when both sides are dense (the usual case), else one per row. A
+// quantized row starts a block of its own, so quantized rows go one at a time.
 template <class Storage>
 void store_tokens(const TensorView<const float>& x, std::int64_t b, std::int64_t t0, std::int64_t n,
                   Storage* dst, std::int64_t dst_stride) {
   const std::int64_t heads = x.heads(), dim = x.dim();
-  if (x.head_stride() == dim && x.token_stride() == heads * dim && dst_stride == heads * dim) {
+  if constexpr (is_quantized_v<Storage>) {
+    const std::int64_t row = Codec<Storage>::units(dim);
+    for (std::int64_t t = 0; t < n; ++t)
+      for (std::int64_t h = 0; h < heads; ++h)
+        Codec<Storage>::encode(x.row(b, t0 + t, h), dim, dst + t * dst_stride + h * row);
+  } else if (x.head_stride() == dim && x.token_stride() == heads * dim &&
+             dst_stride == heads * dim) {
     convert(x.row(b, t0, 0), dst, n * heads * dim);
-    return;
+  } else {
+    for (std::int64_t t = 0; t < n; ++t)
+      for (std::int64_t h = 0; h < heads; ++h)
+        convert(x.row(b, t0 + t, h), dst + t * dst_stride + h * dim, dim);
   }
-  for (std::int64_t t = 0; t < n; ++t)
-    for (std::int64_t h = 0; h < heads; ++h)
-      convert(x.row(b, t0 + t, h), dst + t * dst_stride + h * dim, dim);
 }
 
 // Into dense [n, heads, dim].
 template <class Storage>
 void store_tokens(const TensorView<const float>& x, std::int64_t b, std::int64_t t0, std::int64_t n,
                   Storage* dst) {
-  store_tokens(x, b, t0, n, dst, x.heads() * x.dim());
+  store_tokens(x, b, t0, n, dst, x.heads() * Codec<Storage>::units(x.dim()));
 }
 
 }  // namespace detail

@@ -31,6 +31,14 @@ struct Avx2Ops {
     even = _mm256_castsi256_ps(_mm256_slli_epi32(x, 16));
     odd = _mm256_castsi256_ps(_mm256_and_si256(x, _mm256_set1_epi32(int(0xFFFF0000u))));
   }
+  static V load_i8(const std::int8_t* p) {  // see generic.hpp
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+  }
+  static V load_u4(const std::uint8_t* p, int shift) {
+    const __m256i x = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_cvtepi32_ps(
+        _mm256_and_si256(_mm256_srlv_epi32(x, _mm256_set1_epi32(shift)), _mm256_set1_epi32(15)));
+  }
   static V loadu(const fp16* p) {
 #if defined(MULTIHEAD_HAS_F16C)
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -44,6 +52,7 @@ struct Avx2Ops {
     convert(p, out, n);
   }
   static void store(float* p, V v) { _mm256_store_ps(p, v); }
+  static void storeu(float* p, V v) { _mm256_storeu_ps(p, v); }
   static V set1(float x) { return _mm256_set1_ps(x); }
   static V broadcast(const float* p) { return _mm256_broadcast_ss(p); }
   static V zero() { return _mm256_setzero_ps(); }

@@ -106,6 +106,18 @@ struct GenericOps {
       odd.v[i] = to_float(p[2 * i + 1]);
     }
   }
+  // W signed bytes as floats (q8's levels, storage/quantized.hpp).
+  static V load_i8(const std::int8_t* p) {
+    V r;
+    for (int i = 0; i < W; ++i) r.v[i] = static_cast<float>(p[i]);
+    return r;
+  }
+  // The low (shift 0) or high (shift 4) nibbles of W bytes as floats (q4's levels).
+  static V load_u4(const std::uint8_t* p, int shift) {
+    V r;
+    for (int i = 0; i < W; ++i) r.v[i] = static_cast<float>((p[i] >> shift) & 15);
+    return r;
+  }
   // n stored values from p widened into out (simd/convert.hpp): what a kernel does with rows it
   // cannot read in place.
   template <class S>
@@ -115,6 +127,7 @@ struct GenericOps {
   static void store(float* p, V a) {
     for (int i = 0; i < W; ++i) p[i] = a.v[i];
   }
+  static void storeu(float* p, V a) { store(p, a); }  // any alignment
   static V set1(float x) {
     V r;
     for (int i = 0; i < W; ++i) r.v[i] = x;

@@ -22,6 +22,9 @@
 //                                                 finite (no NaN, no ±inf): the kernels ask it
 //                                                 of V rows that some query row must not see
 //                                                 (attention/modifiers.hpp, non-finite values)
+//   static void encode(x, n, row)                 quantized formats: n floats into a row of
+//                                                 units(n) blocks (the plain types narrow with
+//                                                 simd/convert.hpp instead)
 // Ops is the ISA's primitives (simd/ops.hpp): a codec names no intrinsic itself.
 #pragma once
 
@@ -31,6 +34,7 @@
 #include <type_traits>
 
 #include "half.hpp"
+#include "quantized.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
@@ -85,6 +89,41 @@ struct PlainCodec {
   }
 };
 
+// q8 and q4 (quantized.hpp): a row is ceil(n / 32) blocks; a load of W ≤ 32 values (i a
+// multiple of W) falls inside one block and applies its scale (and minimum) in registers.
+template <class B>
+struct BlockCodec {
+  using storage_type = B;
+  static constexpr bool kScaled = true;
+  static constexpr bool kPairs = false;
+  static constexpr std::int64_t units(std::int64_t values) {
+    return (values + B::kValues - 1) / B::kValues;
+  }
+  static constexpr std::int64_t row_bytes(std::int64_t values) {
+    return units(values) * std::int64_t(sizeof(B));
+  }
+  // Whole vectors through the codec's load, the rest one value at a time.
+  template <class Ops>
+  static void widen(const B* row, std::int64_t n, float* out) {
+    const std::int64_t whole = n / Ops::W * Ops::W;
+    for (std::int64_t i = 0; i < whole; i += Ops::W)
+      Ops::storeu(out + i, Codec<B>::template load<Ops>(row, i));
+    for (std::int64_t i = whole; i < n; ++i)
+      out[i] = decode_value(row[i / B::kValues], int(i % B::kValues));
+  }
+  // A block that held a non-finite value has a NaN scale (and minimum).
+  static bool finite(const B* row, std::int64_t n) {
+    for (std::int64_t b = 0; b < units(n); ++b)
+      if ((row[b].scale.bits & 0x7f80u) == 0x7f80u) return false;
+    return true;
+  }
+  static void encode(const float* x, std::int64_t n, B* row) {
+    for (std::int64_t b = 0; b < units(n); ++b)
+      encode_block(x + b * B::kValues, int(std::min<std::int64_t>(B::kValues, n - b * B::kValues)),
+                   row[b]);
+  }
+};
+
 }  // namespace detail
 
 template <>
@@ -94,6 +133,28 @@ template <>
 struct Codec<bf16> : detail::PlainCodec<bf16, true> {};
 template <>
 struct Codec<fp16> : detail::PlainCodec<fp16, false> {};
+
+// x ≈ scale·level: the levels widened, times the block's scale.
+template <>
+struct Codec<q8> : detail::BlockCodec<q8> {
+  template <class Ops>
+  static typename Ops::V load(const q8* row, std::int64_t i) {
+    const q8& block = row[i / q8::kValues];
+    return Ops::mul(Ops::load_i8(block.q + i % q8::kValues), Ops::set1(to_float(block.scale)));
+  }
+};
+// x ≈ min + scale·level: values [o, o + W) of a block are the low nibbles of bytes o.. for
+// o < 16, the high nibbles of bytes o − 16.. above.
+template <>
+struct Codec<q4> : detail::BlockCodec<q4> {
+  template <class Ops>
+  static typename Ops::V load(const q4* row, std::int64_t i) {
+    const q4& block = row[i / q4::kValues];
+    const int o = int(i % q4::kValues);
+    return Ops::fma(Ops::load_u4(block.q + o % 16, o / 16 * 4), Ops::set1(to_float(block.scale)),
+                    Ops::set1(to_float(block.min)));
+  }
+};
 
 }  // namespace MULTIHEAD_ISA_NAMESPACE
 }  // namespace multihead
