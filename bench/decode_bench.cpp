@@ -179,14 +179,14 @@ class HeadMajorProblem final : public DecodeProblem {
 struct DecodeCase {
   std::string name;  // between "decode/" and "/threads:<n>"
   Shape shape;
-  std::size_t kv_element_bytes;  // sizeof the cache's storage
+  double kv_value_bytes;  // bytes per cached value (bytes_per_value)
   std::unique_ptr<DecodeProblem> (*make)(const Shape&);
 };
 
 template <template <class> class Problem, class Storage>
 DecodeCase decode_case(const std::string& family, const Shape& shape,
                        const std::string& suffix = "") {
-  return {family + "/" + storage_name<Storage>() + suffix, shape, sizeof(Storage),
+  return {family + "/" + storage_name<Storage>() + suffix, shape, bytes_per_value<Storage>(),
           [](const Shape& s) -> std::unique_ptr<DecodeProblem> {
             return std::make_unique<Problem<Storage>>(s);
           }};
@@ -201,7 +201,7 @@ void run_decode(benchmark::State& state, const DecodeCase& c, int threads) {
   options.threads = threads;
 
   const double seconds = timed_loop(state, [&] { problem.step(options); });
-  report_roofline(state, {c.shape.flops(), c.shape.bytes(c.kv_element_bytes)}, peak, seconds);
+  report_roofline(state, {c.shape.flops(), c.shape.bytes(c.kv_value_bytes)}, peak, seconds);
 }
 
 const Shape& decode_shape(const std::string& name) {
@@ -233,9 +233,12 @@ void register_decode_benchmarks() {
       decode_case<ContiguousProblem, float>("D1", d1),
       decode_case<ContiguousProblem, bf16>("D1", d1),
       decode_case<ContiguousProblem, fp16>("D1", d1),
+      decode_case<ContiguousProblem, multihead::q8>("D1", d1),
+      decode_case<ContiguousProblem, multihead::q4>("D1", d1),
       decode_case<PagedProblem, float>("D1-paged16", d1),
       decode_case<PagedProblem, bf16>("D1-paged16", d1),
       decode_case<PagedProblem, fp16>("D1-paged16", d1),
+      decode_case<PagedProblem, multihead::q8>("D1-paged16", d1),
       decode_case<HeadMajorProblem, float>("D1-head-major", d1),
       decode_case<HeadMajorProblem, bf16>("D1-head-major", d1),
   };
@@ -243,6 +246,8 @@ void register_decode_benchmarks() {
   add_length_sweep<bf16>(cases);
   cases.push_back(decode_case<ContiguousProblem, float>("D2", d2));
   cases.push_back(decode_case<ContiguousProblem, bf16>("D2", d2));
+  cases.push_back(decode_case<ContiguousProblem, multihead::q8>("D2", d2));
+  cases.push_back(decode_case<ContiguousProblem, multihead::q4>("D2", d2));
   cases.push_back(decode_case<PagedProblem, float>("D2-paged16", d2));
   cases.push_back(decode_case<PagedProblem, bf16>("D2-paged16", d2));
 

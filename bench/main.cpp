@@ -6,6 +6,7 @@
 //   fused-window4096/P1-8192             a sliding window, beside fused/P1-8192 (plain causal)
 //                                        and fused/P1-8192-full (no mask)
 //   decode/D1/<cache>                    one generation step of D1 over a KvCache of <cache>
+//                                        (fp32, bf16, fp16, int8 = q8, int4 = q4)
 //                                        = fp32, bf16 or fp16 (decode_bench.hpp)
 //   decode/D1-paged16/<cache>            the same over a PagedKvCache of 16-token blocks
 //   decode/D1-head-major/<cache>         the same over head-major views [batch, groups, L, d]

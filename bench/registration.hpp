@@ -36,8 +36,21 @@ const char* storage_name() {
     return "fp32";
   else if constexpr (std::is_same_v<Storage, multihead::bf16>)
     return "bf16";
+  else if constexpr (std::is_same_v<Storage, multihead::q8>)
+    return "int8";
+  else if constexpr (std::is_same_v<Storage, multihead::q4>)
+    return "int4";
   else
     return "fp16";
+}
+
+// Bytes a cached value takes in Storage, its share of a quantized block's scales included.
+template <class Storage>
+double bytes_per_value() {
+  if constexpr (multihead::is_quantized_v<Storage>)
+    return double(sizeof(Storage)) / Storage::kValues;
+  else
+    return double(sizeof(Storage));
 }
 
 // The problem (a filled cache and its buffers) named `name`, built by make() on first use and

@@ -32,9 +32,9 @@ struct Shape {
 
   // The compulsory traffic: Q, K and V read once and O written once; Q and O are fp32, K and V
   // elements take kv_element_bytes (a KV cache's storage: 2 for bf16 and fp16).
-  double bytes(std::size_t kv_element_bytes = sizeof(float)) const {
+  double bytes(double kv_element_bytes = sizeof(float)) const {
     return static_cast<double>(sizeof(float)) * 2.0 * q_elements() +
-           static_cast<double>(kv_element_bytes) * 2.0 * kv_elements();
+           kv_element_bytes * 2.0 * kv_elements();
   }
 };
 

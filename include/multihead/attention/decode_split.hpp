@@ -45,7 +45,7 @@ constexpr std::int64_t kMinSplitKeys = 256;
 // the next one (being prefetched) stay in L2; at least 8, at most the path's tile size.
 template <class Path, class S>
 std::int64_t tile_tokens(std::int64_t groups, std::int64_t d, std::int64_t dv) {
-  const std::int64_t per_token = groups * (d + dv) * std::int64_t(sizeof(S));
+  const std::int64_t per_token = groups * (Codec<S>::row_bytes(d) + Codec<S>::row_bytes(dv));
   return std::clamp<std::int64_t>((std::int64_t{256} << 10) / per_token / 4 * 4, 8, Path::BC);
 }
 

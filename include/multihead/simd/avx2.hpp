@@ -54,6 +54,11 @@ struct Avx2Ops {
   static void store(float* p, V v) { _mm256_store_ps(p, v); }
   static void storeu(float* p, V v) { _mm256_storeu_ps(p, v); }
   static V set1(float x) { return _mm256_set1_ps(x); }
+  // A bf16 in every lane: the 16 bits in both halves of each word, the low half cleared.
+  static V broadcast(const bf16* p) {
+    const __m256i x = _mm256_set1_epi16(static_cast<short>(p->bits));
+    return _mm256_castsi256_ps(_mm256_and_si256(x, _mm256_set1_epi32(int(0xFFFF0000u))));
+  }
   static V broadcast(const float* p) { return _mm256_broadcast_ss(p); }
   static V zero() { return _mm256_setzero_ps(); }
   static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }

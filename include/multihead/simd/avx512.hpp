@@ -51,6 +51,11 @@ struct Avx512Ops {
   static void storeu(float* p, V v) { _mm512_storeu_ps(p, v); }
   static V set1(float x) { return _mm512_set1_ps(x); }
   static V broadcast(const float* p) { return _mm512_set1_ps(*p); }
+  // A bf16 in every lane: the 16 bits in both halves of each word, the low half cleared.
+  static V broadcast(const bf16* p) {
+    const __m512i x = _mm512_set1_epi16(static_cast<short>(p->bits));
+    return _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32(int(0xFFFF0000u))));
+  }
   static V zero() { return _mm512_setzero_ps(); }
   static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static V mul(V a, V b) { return _mm512_mul_ps(a, b); }

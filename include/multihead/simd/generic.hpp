@@ -134,6 +134,7 @@ struct GenericOps {
     return r;
   }
   static V broadcast(const float* p) { return set1(*p); }
+  static V broadcast(const bf16* p) { return set1(to_float(*p)); }  // a block's scale
   static V zero() { return set1(0.0f); }
   static V fma(V a, V b, V c) {
     for (int i = 0; i < W; ++i) c.v[i] += a.v[i] * b.v[i];

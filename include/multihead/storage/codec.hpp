@@ -140,7 +140,7 @@ struct Codec<q8> : detail::BlockCodec<q8> {
   template <class Ops>
   static typename Ops::V load(const q8* row, std::int64_t i) {
     const q8& block = row[i / q8::kValues];
-    return Ops::mul(Ops::load_i8(block.q + i % q8::kValues), Ops::set1(to_float(block.scale)));
+    return Ops::mul(Ops::load_i8(block.q + i % q8::kValues), Ops::broadcast(&block.scale));
   }
 };
 // x ≈ min + scale·level: values [o, o + W) of a block are the low nibbles of bytes o.. for
@@ -151,8 +151,8 @@ struct Codec<q4> : detail::BlockCodec<q4> {
   static typename Ops::V load(const q4* row, std::int64_t i) {
     const q4& block = row[i / q4::kValues];
     const int o = int(i % q4::kValues);
-    return Ops::fma(Ops::load_u4(block.q + o % 16, o / 16 * 4), Ops::set1(to_float(block.scale)),
-                    Ops::set1(to_float(block.min)));
+    return Ops::fma(Ops::load_u4(block.q + o % 16, o / 16 * 4), Ops::broadcast(&block.scale),
+                    Ops::broadcast(&block.min));
   }
 };
 
