@@ -83,7 +83,7 @@ class AbsorbedProblem final : public LatentProblem<Storage> {
   }
   Work work() const override {
     const double length = static_cast<double>(this->length_);
-    return {2.0 * kHeads * length * (kRow + kLatent), length * kRow * sizeof(Storage)};
+    return {2.0 * kHeads * length * (kRow + kLatent), length * kRow * bytes_per_value<Storage>()};
   }
 
  private:
@@ -210,6 +210,7 @@ void register_mla_benchmarks() {
   for (const std::int64_t length : {8192, 32768}) {
     cases.push_back(mla_case<AbsorbedProblem, float>("mla_absorbed", length));
     cases.push_back(mla_case<AbsorbedProblem, multihead::bf16>("mla_absorbed", length));
+    cases.push_back(mla_case<AbsorbedProblem, multihead::q8>("mla_absorbed", length));
   }
   cases.push_back(mla_case<NaiveProblem, float>("mla_naive", 8192));
   cases.push_back(mla_case<NaiveProblem, multihead::bf16>("mla_naive", 8192));

@@ -1,7 +1,8 @@
 // compare_variants: builds MHA, GQA, MQA and MLA layers of one model size and compares what they
 // cost: parameters and the time of a prefill over random input; then, per cache storage (fp32,
-// bf16), the cache's bytes per token and at a context length, and the time of a decode step —
-// one token through the whole layer (projections, cache append, attention over the context).
+// bf16, int8 = q8, int4 = q4), the cache's bytes per token and at a context length, the time of
+// a decode step — one token through the whole layer (projections, cache append, attention over
+// the context) — and what the storage changes in that step's output against an fp32 cache.
 // Last, the MHA layer turned into MLA by a truncated SVD of its K/V projections at several ranks:
 // what each rank saves in cache and what it changes in the output.
 //
@@ -52,6 +53,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -398,6 +400,9 @@ struct DecodeRow {
   long long kv_bytes_per_token;
   double bytes_read;  // per step: the fp32 weights and the cache at the context length
   Timing time;
+  // A step's output against the same step over an fp32 cache of the same values (relative
+  // Frobenius norm), on uniform random K/V and with outlier channels (quantization_error).
+  double error_random = 0.0, error_outliers = 0.0;
   double bytes_per_second() const { return bytes_read / time.median(); }
 };
 
@@ -450,14 +455,27 @@ PrefillRow measure_prefill(const char* name, Layer& layer, const Settings& setti
   return row;
 }
 
-// Appends `tokens` tokens of random K/V to the cache, a chunk at a time from one random chunk.
+// `n` values uniform in [-1, 1), the same for the same seed; with outliers, every value whose
+// index within its row of `dim` is 7 mod 64 twenty times wider, as a few channels of real
+// models' keys (and latents) are.
+Eigen::VectorXf random_rows(std::int64_t n, std::int64_t dim, bool outliers, unsigned seed) {
+  std::mt19937 generator(seed);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  Eigen::VectorXf x(n);
+  for (std::int64_t i = 0; i < n; ++i)
+    x(i) = uniform(generator) * (outliers && i % dim % 64 == 7 ? 20.0f : 1.0f);
+  return x;
+}
+
+// Appends `tokens` tokens of random K/V to the cache, a chunk at a time from one random chunk
+// (outlier channels in K only).
 template <class Storage>
-void fill_cache(multihead::KvCache<Storage>& cache, std::int64_t tokens) {
+void fill_cache(multihead::KvCache<Storage>& cache, std::int64_t tokens, bool outliers = false) {
   using multihead::TensorView;
   constexpr std::int64_t kChunk = 256;
   const std::int64_t groups = cache.kv_groups(), d = cache.head_dim(), dv = cache.value_dim();
-  const Eigen::VectorXf k = Eigen::VectorXf::Random(kChunk * groups * d);
-  const Eigen::VectorXf v = Eigen::VectorXf::Random(kChunk * groups * dv);
+  const Eigen::VectorXf k = random_rows(kChunk * groups * d, d, outliers, 1);
+  const Eigen::VectorXf v = random_rows(kChunk * groups * dv, dv, false, 2);
   for (std::int64_t done = 0; done < tokens;) {
     const std::int64_t n = std::min(kChunk, tokens - done);
     cache.append(TensorView<const float>(k.data(), n * groups * d, 1, n, groups, d),
@@ -466,14 +484,14 @@ void fill_cache(multihead::KvCache<Storage>& cache, std::int64_t tokens) {
   }
 }
 
-// The same for a latent cache: random latents and RoPE keys, a chunk at a time.
+// The same for a latent cache: random latents (outlier channels there) and RoPE keys.
 template <class Storage>
-void fill_cache(multihead::LatentCache<Storage>& cache, std::int64_t tokens) {
+void fill_cache(multihead::LatentCache<Storage>& cache, std::int64_t tokens, bool outliers = false) {
   using multihead::TensorView;
   constexpr std::int64_t kChunk = 256;
   const std::int64_t dc = cache.latent_dim(), dr = cache.rope_dim();
-  const Eigen::VectorXf c = Eigen::VectorXf::Random(kChunk * dc);
-  const Eigen::VectorXf r = Eigen::VectorXf::Random(kChunk * dr + 1);
+  const Eigen::VectorXf c = random_rows(kChunk * dc, dc, outliers, 1);
+  const Eigen::VectorXf r = random_rows(kChunk * dr + 1, std::max<std::int64_t>(dr, 1), false, 2);
   for (std::int64_t done = 0; done < tokens;) {
     const std::int64_t n = std::min(kChunk, tokens - done);
     const TensorView<const float> latent(c.data(), n * dc, 1, n, 1, dc);
@@ -495,6 +513,26 @@ multihead::LatentCache<Storage> make_cache(const multihead::LatentConfig& c, std
   return {1, tokens, c.latent_dim, c.rope_dim};
 }
 
+// One step's output over a cache of Storage holding kErrorContext random tokens, against the
+// same step over an fp32 cache of the same values: ‖y − y_fp32‖ / ‖y_fp32‖.
+constexpr std::int64_t kErrorContext = 1024;
+template <class Storage, class Layer>
+double quantization_error(Layer& layer, const Settings& settings, bool outliers) {
+  using namespace multihead;
+  const auto options = forward_options(layer, settings);
+  const RowMatrix x = random_rows(layer.config().model_dim, layer.config().model_dim, false, 3)
+                          .transpose();
+  const auto step = [&](auto cache) {
+    fill_cache(cache, kErrorContext, outliers);
+    RowMatrix y;
+    layer.forward(x, cache, y, options);
+    return y;
+  };
+  const RowMatrix exact = step(make_cache<float>(layer.config(), kErrorContext + 1));
+  const RowMatrix stored = step(make_cache<Storage>(layer.config(), kErrorContext + 1));
+  return (stored - exact).norm() / exact.norm();
+}
+
 // Single-token steps of one sequence over a cache holding `context` tokens.
 template <class Storage, class Layer>
 DecodeRow measure_decode(const char* name, const char* storage, Layer& layer,
@@ -511,6 +549,10 @@ DecodeRow measure_decode(const char* name, const char* storage, Layer& layer,
       name, storage, cache.bytes_per_token(), bytes,
       time_runs(kDecodeWarmups, kDecodeSteps, [&] { layer.forward(x, cache, y, options); })};
   log.judge("steps", row.time);
+  if constexpr (!std::is_same_v<Storage, float>) {
+    row.error_random = quantization_error<Storage>(layer, settings, false);
+    row.error_outliers = quantization_error<Storage>(layer, settings, true);
+  }
   return row;
 }
 
@@ -530,6 +572,12 @@ void measure(const char* name, const Config& config, const Settings& settings, L
   decode.push_back(log.stage(
       format("%s: decode over a bf16 cache of %lld tokens", name, settings.context),
       [&] { return measure_decode<multihead::bf16>(name, "bf16", layer, settings, log); }));
+  decode.push_back(log.stage(
+      format("%s: decode over an int8 (q8) cache of %lld tokens", name, settings.context),
+      [&] { return measure_decode<multihead::q8>(name, "int8", layer, settings, log); }));
+  decode.push_back(log.stage(
+      format("%s: decode over an int4 (q4) cache of %lld tokens", name, settings.context),
+      [&] { return measure_decode<multihead::q4>(name, "int4", layer, settings, log); }));
 }
 
 struct RankRow {
@@ -662,11 +710,12 @@ void print_prefill_row(const PrefillRow& row, const Results& r) {
 
 void print_decode_row(const DecodeRow& row, const Results& r) {
   const double median = row.time.median();
-  std::printf("%-8s %6s %15lld %16.1f %10.3f %6.1f %10.1f %8.1f %8.2f\n", row.name.c_str(),
-              row.storage.c_str(), row.kv_bytes_per_token,
+  std::printf("%-8s %6s %15lld %16.1f %10.3f %6.1f %10.1f %8.1f %8.2f %9.1e %9.1e\n",
+              row.name.c_str(), row.storage.c_str(), row.kv_bytes_per_token,
               static_cast<double>(row.kv_bytes_per_token) * r.settings.context / (1 << 20),
               median * 1e3, 100 * row.time.spread(), 1.0 / median, row.bytes_per_second() / 1e9,
-              row.bytes_per_second() / r.peaks.bytes_per_second());
+              row.bytes_per_second() / r.peaks.bytes_per_second(), row.error_random,
+              row.error_outliers);
 }
 
 void print_rank_row(const RankRow& row) {
@@ -690,8 +739,9 @@ void print_tables(const Results& r, const std::vector<std::string>& warnings) {
 
   std::printf("\nDecode, one sequence, one token per step, at a context of %lld tokens:\n",
               s.context);
-  std::printf("%-8s %6s %15s %16s %10s %6s %10s %8s %8s\n", "variant", "cache", "KV bytes/token",
-              "KV MiB @context", "ms/token", "IQR%", "tokens/s", "GB/s", "of peak");
+  std::printf("%-8s %6s %15s %16s %10s %6s %10s %8s %8s %9s %9s\n", "variant", "cache",
+              "KV bytes/token", "KV MiB @context", "ms/token", "IQR%", "tokens/s", "GB/s",
+              "of peak", "error", "outliers");
   for (const DecodeRow& row : r.decode) print_decode_row(row, r);
   // Above 1 is no error: the peak streams from memory, but the weights and cache of a small
   // layer are not much more than a last-level cache holds, so steps find part of them there.
@@ -713,8 +763,12 @@ void print_tables(const Results& r, const std::vector<std::string>& warnings) {
       "the latents).\nGB/s: the fp32 weights and the cache a step reads, over its time, "
       "against the read peak. MLA: latent %lld,\nRoPE key %lld, heads %lld + %lld for q.k "
       "and %lld for v. IQR%%: the interquartile range of the runs, in %% of their "
-      "median.\n",
-      kPrefillRuns, kDecodeSteps, s.latent, s.rope_dim, r.head_dim, s.rope_dim, r.head_dim);
+      "median.\nerror: a step's output over the cache against the same step over an fp32 "
+      "cache of the same values,\n||y - y_fp32|| / ||y_fp32||, at %lld tokens of uniform random "
+      "K/V; outliers: the same with K's channels 7 mod 64\n(MLA: the latent's) 20 times wider, "
+      "as a few channels of real models' keys are.\n",
+      kPrefillRuns, kDecodeSteps, s.latent, s.rope_dim, r.head_dim, s.rope_dim, r.head_dim,
+      static_cast<long long>(kErrorContext));
 
   std::printf("\nMHA turned into MLA by a truncated SVD of its stacked K/V projection (no RoPE "
               "key), by latent rank:\n");
@@ -904,7 +958,9 @@ void write_json(std::FILE* out, const Results& r, const Log& log) {
         .value("bytes_read_per_step", row.bytes_read)
         .value("tokens_per_second", 1.0 / median)
         .value("bytes_per_second", row.bytes_per_second())
-        .value("fraction_of_read_peak", row.bytes_per_second() / r.peaks.bytes_per_second());
+        .value("fraction_of_read_peak", row.bytes_per_second() / r.peaks.bytes_per_second())
+        .value("output_error_vs_fp32_cache", row.error_random)
+        .value("output_error_vs_fp32_cache_outlier_channels", row.error_outliers);
     json_timing(json, "seconds", row.time);
     json.close('}');
   }

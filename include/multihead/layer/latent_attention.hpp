@@ -362,7 +362,8 @@ class Attention<variant::Latent> {
     cached_.resize(batch * length, row);
     for (std::int64_t b = 0; b < batch; ++b)
       for (std::int64_t t = 0; t < length; ++t)
-        convert(rows.row(b, t, 0), cached_.row(b * length + t).data(), row);
+        Codec<Storage>::template widen<simd::Ops>(rows.row(b, t, 0), row,
+                                                  cached_.row(b * length + t).data());
     up_project(cached_, threads);
     attend_up_projected(batch, tokens, length, KernelChoice::fused, threads);
   }
