@@ -1,6 +1,7 @@
 // Fuzzes the caches' operations: a program of add_sequence, append (of any shape, to any id,
 // past any capacity), release, decode over any list of ids, and clear, run against a paged cache
-// of a small pool and a contiguous cache. After every operation: a throw (std::invalid_argument
+// of a small pool and a contiguous cache, of plain (bf16, float) or quantized (q8, q4) storage,
+// as the first byte picks. After every operation: a throw (std::invalid_argument
 // only) left the cache as it was (lengths, tables, free blocks); held + free blocks = the pool;
 // every live sequence's length is what its appends made it; a decode over finite values gives
 // finite outputs.
@@ -29,12 +30,10 @@ std::vector<float> rows(fuzz::Input& in, std::int64_t count) {
   return x;
 }
 
-}  // namespace
-
-extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  fuzz::Input in(data, size);
-  multihead::PagedKvCache<multihead::bf16> paged(kBlocks, kBlockSize, kGroups, kDim);
-  multihead::KvCache<float> contiguous(2, kCapacity, kGroups, kDim);
+template <class PagedStorage, class ContiguousStorage>
+void run(fuzz::Input& in, std::size_t size) {
+  multihead::PagedKvCache<PagedStorage> paged(kBlocks, kBlockSize, kGroups, kDim);
+  multihead::KvCache<ContiguousStorage> contiguous(2, kCapacity, kGroups, kDim);
   std::map<std::int64_t, std::int64_t> lengths;  // live id → tokens appended
   std::vector<std::int64_t> ids;                 // every id handed out, live or not
   for (int step = 0; step < 64 && size > 0; ++step) {
@@ -107,5 +106,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     fuzz::check(contiguous.length() >= 0 && contiguous.length() <= kCapacity,
                 "the contiguous cache stays within its capacity");
   }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  fuzz::Input in(data, size);
+  if (size > 0 && in.flag())
+    run<multihead::q8, multihead::q4>(in, size);
+  else
+    run<multihead::bf16, float>(in, size);
   return 0;
 }
