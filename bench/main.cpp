@@ -1,6 +1,6 @@
 // multihead_bench: the machine's peaks first, then every kernel on every shape, each figure read
 // as a fraction of those peaks (the `roofline` counter). Every name ends in /threads:<n>:
-//   peak/fma, peak/read                  the roofs (peak_bench.hpp)
+//   peak/fma, peak/bf16-dot, peak/read   the roofs (peak_bench.hpp)
 //   reference/<shape>, fused/<shape>     prefill attention on P1, P2, P2-MQA (shapes.hpp)
 //   fused-softcap/P1, fused-alibi/P1     score modifiers, beside fused/P1
 //   fused-window4096/P1-8192             a sliding window, beside fused/P1-8192 (plain causal)

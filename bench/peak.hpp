@@ -17,6 +17,11 @@ const char* peak_isa();
 // returns the floating-point operations done, 2 per FMA lane.
 double run_fma(int threads);
 
+// The same burst of vdpbf16ps (AVX-512 BF16: 32 bf16 multiply-adds into 16 fp32 lanes per
+// instruction), the roof of bf16 products; 0 where the CPU lacks the instruction.
+bool has_bf16_dot();
+double run_bf16_dot(int threads);
+
 // The read buffer: far larger than any L3 cache, so every pass streams from memory.
 constexpr std::int64_t kReadBufferBytes = std::int64_t{512} << 20;
 

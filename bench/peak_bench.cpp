@@ -1,6 +1,7 @@
-// The peak family: peak/fma/threads:<n> and peak/read/threads:<n>, the roofs every other figure
-// of this binary is read against, and peak/read-scattered/<KiB>KiB/threads:<n>, the read
-// bandwidth left when memory comes in scattered blocks (the paged decode benchmarks' context).
+// The peak family: peak/fma/threads:<n>, peak/bf16-dot/threads:<n> and peak/read/threads:<n>,
+// the roofs every other figure of this binary is read against, and
+// peak/read-scattered/<KiB>KiB/threads:<n>, the read bandwidth left when memory comes in
+// scattered blocks (the paged decode benchmarks' context).
 #include "peak_bench.hpp"
 
 #include <benchmark/benchmark.h>
@@ -20,6 +21,19 @@ void fma_peak(benchmark::State& state, int threads) {
   for (auto _ : state) flops += run_fma(threads);
   state.counters["flops"] = benchmark::Counter(flops, benchmark::Counter::kIsRate);
   state.SetLabel(peak_isa());
+}
+
+// bf16 dot-product throughput (vdpbf16ps), the roof of the bf16 kernels; skipped where the CPU
+// lacks AVX-512 BF16.
+void bf16_dot_peak(benchmark::State& state, int threads) {
+  if (!has_bf16_dot()) {
+    state.SkipWithError("this CPU has no AVX-512 BF16 (vdpbf16ps)");
+    return;
+  }
+  double flops = 0.0;
+  for (auto _ : state) flops += run_bf16_dot(threads);
+  state.counters["flops"] = benchmark::Counter(flops, benchmark::Counter::kIsRate);
+  state.SetLabel("avx512bf16");
 }
 
 // Memory read bandwidth: one pass over a buffer far larger than the L3 per iteration.
@@ -46,6 +60,9 @@ void register_peak_benchmarks() {
   for (int threads : thread_counts())
     configure(benchmark::RegisterBenchmark(with_threads("peak/fma", threads).c_str(), fma_peak,
                                            threads));
+  for (int threads : thread_counts())
+    configure(benchmark::RegisterBenchmark(with_threads("peak/bf16-dot", threads).c_str(),
+                                           bf16_dot_peak, threads));
   for (int threads : thread_counts())
     configure(benchmark::RegisterBenchmark(with_threads("peak/read", threads).c_str(),
                                            read_peak, threads));
