@@ -218,9 +218,10 @@ bool has_bf16_dot() {
 #endif
 }
 
-double run_bf16_dot(int threads) {
-#ifdef BENCH_X86
-  if (!has_bf16_dot()) return 0.0;
+namespace {
+
+// burst(kFmaRounds) on each of `threads` OpenMP threads; returns how many threads ran it.
+int run_burst(int threads, float (*burst)(std::int64_t)) {
   float checksum = 0.0f;
   int team = 1;
 #ifdef _OPENMP
@@ -228,14 +229,24 @@ double run_bf16_dot(int threads) {
   {
 #pragma omp single nowait
     team = omp_get_num_threads();
-    checksum += bf16_dot_avx512(kFmaRounds);
+    checksum += burst(kFmaRounds);
   }
 #else
   (void)threads;
-  checksum = bf16_dot_avx512(kFmaRounds);
+  checksum = burst(kFmaRounds);
 #endif
   g_sink = checksum;
-  return 2.0 * 32 * kFmaChains * static_cast<double>(kFmaRounds) * team;
+  return team;
+}
+
+}  // namespace
+
+double run_bf16_dot(int threads) {
+#ifdef BENCH_X86
+  if (!has_bf16_dot()) return 0.0;
+  // 32 multiply-adds per instruction, 2 flops each.
+  return 2.0 * 32 * kFmaChains * static_cast<double>(kFmaRounds) *
+         run_burst(threads, bf16_dot_avx512);
 #else
   (void)threads;
   return 0.0;
@@ -244,21 +255,8 @@ double run_bf16_dot(int threads) {
 
 double run_fma(int threads) {
   const PeakIsa& path = peak_path();
-  float checksum = 0.0f;
-  int team = 1;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads) reduction(+ : checksum)
-  {
-#pragma omp single nowait
-    team = omp_get_num_threads();
-    checksum += path.fma(kFmaRounds);
-  }
-#else
-  (void)threads;
-  checksum = path.fma(kFmaRounds);
-#endif
-  g_sink = checksum;
-  return 2.0 * path.lanes * kFmaChains * static_cast<double>(kFmaRounds) * team;
+  return 2.0 * path.lanes * kFmaChains * static_cast<double>(kFmaRounds) *
+         run_burst(threads, path.fma);
 }
 
 namespace {
