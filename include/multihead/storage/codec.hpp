@@ -102,13 +102,14 @@ struct BlockCodec {
   static constexpr std::int64_t row_bytes(std::int64_t values) {
     return units(values) * std::int64_t(sizeof(B));
   }
-  // Whole vectors through the codec's load, the rest one value at a time.
+  // Whole blocks through the codec's decode_block (its scale broadcast once), the rest one value
+  // at a time.
   template <class Ops>
   static void widen(const B* row, std::int64_t n, float* out) {
-    const std::int64_t whole = n / Ops::W * Ops::W;
-    for (std::int64_t i = 0; i < whole; i += Ops::W)
-      Ops::storeu(out + i, Codec<B>::template load<Ops>(row, i));
-    for (std::int64_t i = whole; i < n; ++i)
+    const std::int64_t whole = n / B::kValues;
+    for (std::int64_t b = 0; b < whole; ++b)
+      Codec<B>::template decode_block<Ops>(row[b], out + b * B::kValues);
+    for (std::int64_t i = whole * B::kValues; i < n; ++i)
       out[i] = decode_value(row[i / B::kValues], int(i % B::kValues));
   }
   // A block that held a non-finite value has a NaN scale (and minimum).
@@ -142,6 +143,12 @@ struct Codec<q8> : detail::BlockCodec<q8> {
     const q8& block = row[i / q8::kValues];
     return Ops::mul(Ops::load_i8(block.q + i % q8::kValues), Ops::broadcast(&block.scale));
   }
+  template <class Ops>
+  static void decode_block(const q8& block, float* out) {  // the 32 values, to any alignment
+    const typename Ops::V scale = Ops::broadcast(&block.scale);
+    for (int i = 0; i < q8::kValues; i += Ops::W)
+      Ops::storeu(out + i, Ops::mul(Ops::load_i8(block.q + i), scale));
+  }
 };
 // x ≈ min + scale·level: values [o, o + W) of a block are the low nibbles of bytes o.. for
 // o < 16, the high nibbles of bytes o − 16.. above.
@@ -153,6 +160,12 @@ struct Codec<q4> : detail::BlockCodec<q4> {
     const int o = int(i % q4::kValues);
     return Ops::fma(Ops::load_u4(block.q + o % 16, o / 16 * 4), Ops::broadcast(&block.scale),
                     Ops::broadcast(&block.min));
+  }
+  template <class Ops>
+  static void decode_block(const q4& block, float* out) {
+    const typename Ops::V scale = Ops::broadcast(&block.scale), min = Ops::broadcast(&block.min);
+    for (int i = 0; i < q4::kValues; i += Ops::W)
+      Ops::storeu(out + i, Ops::fma(Ops::load_u4(block.q + i % 16, i / 16 * 4), scale, min));
   }
 };
 
