@@ -32,11 +32,12 @@ namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace detail {
 
-// What both latent caches require of a token's row.
+// What both latent caches require of a token's row (its size checked against overflow).
 template <class Storage>
 void check_latent_dims(std::int64_t latent_dim, std::int64_t rope_dim) {
   require_positive(latent_dim, "latent_dim");
   require(rope_dim >= 0, "rope_dim (", rope_dim, ") must not be negative");
+  checked_add(latent_dim, rope_dim, "latent_dim + rope_dim");
   if constexpr (is_quantized_v<Storage>)
     require(latent_dim % Storage::kValues == 0, "latent_dim (", latent_dim,
             ") must be a multiple of ", Storage::kValues, " in a quantized latent cache");
@@ -95,7 +96,6 @@ class LatentCache {
     detail::require_positive(batch, "batch");
     detail::require_positive(capacity, "capacity");
     detail::check_latent_dims<Storage>(latent_dim, rope_dim);
-    detail::checked_add(latent_dim, rope_dim, "latent_dim + rope_dim");
     buffer_ = detail::AlignedBuffer<Storage>(detail::checked_product(
         "latent cache size (batch * capacity * (latent_dim + rope_dim))", batch, capacity,
         row()));

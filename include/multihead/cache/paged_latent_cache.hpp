@@ -36,7 +36,6 @@ class PagedLatentCache : public detail::PagedPool<Storage> {
                    std::int64_t rope_dim)
       : Pool(num_blocks, block_size), latent_dim_(latent_dim), rope_dim_(rope_dim) {
     detail::check_latent_dims<Storage>(latent_dim, rope_dim);
-    detail::checked_add(latent_dim, rope_dim, "latent_dim + rope_dim");
     // Values are the first latent_dim values of each key row, in the same blocks.
     this->allocate(detail::checked_product("block size (block_size * (latent_dim + rope_dim))",
                                            block_size, row()),
