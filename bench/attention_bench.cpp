@@ -26,7 +26,27 @@ void run_attention(benchmark::State& state, const AttentionKernel& kernel, const
   report_roofline(state, {shape.flops(), shape.bytes()}, peak, seconds);
 }
 
+void run_bf16_attention(benchmark::State& state, const Shape& shape, int threads) {
+  const MachinePeak& peak = machine_peak(threads);
+  const Bf16AttentionViews views = AttentionBuffers::of(shape).bf16_views();
+  multihead::KernelOptions options;
+  options.causal = shape.causal;
+  options.threads = threads;
+
+  const double seconds =
+      timed_loop(state, [&] { multihead::fused_attention(views.q, views.k, views.v, views.o, options); });
+  report_roofline(state, {shape.flops(), shape.bytes(2, 2), true}, peak, seconds);
+}
+
 }  // namespace
+
+void register_bf16_attention(const std::string& path, const std::vector<Shape>& shapes) {
+  for (const Shape& shape : shapes)
+    for (int threads : thread_counts()) {
+      const std::string name = with_threads(path + "/" + shape.name, threads);
+      configure(benchmark::RegisterBenchmark(name.c_str(), run_bf16_attention, shape, threads));
+    }
+}
 
 void register_attention(const std::string& path, AttentionKernel kernel,
                         const std::vector<Shape>& shapes) {

@@ -28,4 +28,8 @@ using AttentionKernel =
 void register_attention(const std::string& path, AttentionKernel kernel,
                         const std::vector<Shape>& shapes = prefill_shapes());
 
+// <path>/<shape>/threads:<n>: fused_attention with Q, K, V and O in bf16 (the shapes' values
+// rounded), its roofline read against the bf16 dot product's peak where the CPU has one.
+void register_bf16_attention(const std::string& path, const std::vector<Shape>& shapes);
+
 }  // namespace bench

@@ -10,16 +10,22 @@
 #include <new>
 #include <random>
 #include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "shapes.hpp"
 
 namespace bench {
 
-// The four views a kernel is called with.
-struct AttentionViews {
-  multihead::TensorView<const float> q, k, v;
-  multihead::TensorView<float> o;
+// The four views a kernel is called with: fp32, or bf16 holding the same values rounded.
+template <class T>
+struct ViewsOf {
+  multihead::TensorView<const T> q, k, v;
+  multihead::TensorView<T> o;
 };
+using AttentionViews = ViewsOf<float>;
+using Bf16AttentionViews = ViewsOf<multihead::bf16>;
 
 // A 64-byte aligned float buffer (a cache line, and the alignment AVX-512 loads like best).
 class AlignedFloats {
@@ -54,12 +60,17 @@ class AttentionBuffers {
     std::fill(o_.data(), o_.data() + o_.size(), 0.0f);
   }
 
-  AttentionViews views() const {
-    const Shape& s = shape_;
-    return {{q_.data(), q_.size(), s.batch, s.lq, s.heads, s.d},
-            {k_.data(), k_.size(), s.batch, s.lkv, s.groups, s.d},
-            {v_.data(), v_.size(), s.batch, s.lkv, s.groups, s.d},
-            {o_.data(), o_.size(), s.batch, s.lq, s.heads, s.d}};
+  AttentionViews views() const { return views_of(q_, k_, v_, o_); }
+
+  // The bf16 copies, made on the first request.
+  Bf16AttentionViews bf16_views() const {
+    if (!q16_) {
+      q16_ = std::make_unique<Bf16>(q_);
+      k16_ = std::make_unique<Bf16>(k_);
+      v16_ = std::make_unique<Bf16>(v_);
+      o16_ = std::make_unique<Bf16>(o_);
+    }
+    return views_of(*q16_, *k16_, *v16_, *o16_);
   }
 
   // The buffers of `shape`, kept from one call to the next: Google Benchmark calls a benchmark
@@ -77,8 +88,29 @@ class AttentionBuffers {
   }
 
  private:
+  // A buffer's values rounded to bf16.
+  struct Bf16 {
+    explicit Bf16(const AlignedFloats& x) : values(static_cast<std::size_t>(x.size())) {
+      multihead::convert(x.data(), values.data(), x.size());
+    }
+    multihead::bf16* data() { return values.data(); }
+    std::int64_t size() const { return std::int64_t(values.size()); }
+    std::vector<multihead::bf16> values;
+  };
+
+  template <class Buffer>
+  ViewsOf<std::remove_pointer_t<decltype(std::declval<Buffer&>().data())>> views_of(
+      Buffer& q, Buffer& k, Buffer& v, Buffer& o) const {
+    const Shape& s = shape_;
+    return {{q.data(), q.size(), s.batch, s.lq, s.heads, s.d},
+            {k.data(), k.size(), s.batch, s.lkv, s.groups, s.d},
+            {v.data(), v.size(), s.batch, s.lkv, s.groups, s.d},
+            {o.data(), o.size(), s.batch, s.lq, s.heads, s.d}};
+  }
+
   Shape shape_;
   AlignedFloats q_, k_, v_, o_;
+  mutable std::unique_ptr<Bf16> q16_, k16_, v16_, o16_;
 };
 
 }  // namespace bench

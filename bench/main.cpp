@@ -2,6 +2,7 @@
 // as a fraction of those peaks (the `roofline` counter). Every name ends in /threads:<n>:
 //   peak/fma, peak/bf16-dot, peak/read   the roofs (peak_bench.hpp)
 //   reference/<shape>, fused/<shape>     prefill attention on P1, P2, P2-MQA (shapes.hpp)
+//   fused-bf16/P1, fused-bf16/P2         prefill in bf16, read against peak/bf16-dot
 //   fused-softcap/P1, fused-alibi/P1     score modifiers, beside fused/P1
 //   fused-window4096/P1-8192             a sliding window, beside fused/P1-8192 (plain causal)
 //                                        and fused/P1-8192-full (no mask)
@@ -47,6 +48,9 @@ int main(int argc, char** argv) {
     multihead::fused_attention(a.q, a.k, a.v, a.o, options);
   };
   bench::register_attention("fused", fused);
+  // The same in bf16 (Q, K, V and O): on the bf16 dot product where the CPU has it.
+  bench::register_bf16_attention("fused-bf16", {bench::prefill_shapes()[0],
+                                                bench::prefill_shapes()[1]});
   // Score modifiers (issue 6's targets): soft-cap and ALiBi on P1, and a 4096-key sliding
   // window over P1's layer at 8192 tokens beside plain causal and unmasked attention there.
   // The modifiers are counted as the plain causal work, so their times compare directly with

@@ -202,6 +202,8 @@ MachinePeak measure_peak(int threads) {
   MachinePeak peak{};
   peak.flops_per_second = best_rate(5, 3, [threads] { return run_fma(threads); });  // 5 × ~11 ms
   peak.bytes_per_second = best_rate(5, 1, [threads] { return run_read(threads); });  // 5 passes
+  if (has_bf16_dot())
+    peak.bf16_flops_per_second = best_rate(5, 3, [threads] { return run_bf16_dot(threads); });
   return peak;
 }
 

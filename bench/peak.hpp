@@ -38,6 +38,7 @@ double run_read_scattered(int threads, std::int64_t chunk_bytes);
 struct MachinePeak {
   double flops_per_second;
   double bytes_per_second;
+  double bf16_flops_per_second;  // the bf16 dot product's; 0 without AVX-512 BF16
 };
 
 // The peaks at `threads` threads: measured on the first request (best of a few short runs,

@@ -14,6 +14,7 @@ namespace bench {
 struct Work {
   double flops;  // useful floating-point operations
   double bytes;  // compulsory memory traffic
+  bool bf16_products = false;  // flops on the bf16 dot product, where the CPU has it
 };
 
 // Runs `call` once per iteration of `state` and returns the loop's wall-clock seconds, which
@@ -35,6 +36,7 @@ double timed_loop(benchmark::State& state, Call&& call) {
 //   bytes     the compulsory traffic per second
 //   roofline  max(flops / peak flops, bytes / peak bandwidth) / time: the fraction of what the
 //             machine could do on that many threads, from peaks measured in the same process
+//             (peak flops: the bf16 dot product's for work.bf16_products, where measured)
 // and a label naming the roof that binds (fma or read) and its value. `seconds` is the time
 // timed_loop() returned for state.iterations() calls.
 void report_roofline(benchmark::State& state, const Work& work, const MachinePeak& peak,

@@ -30,11 +30,12 @@ struct Shape {
     return causal ? full / 2 : full;
   }
 
-  // The compulsory traffic: Q, K and V read once and O written once; Q and O are fp32, K and V
-  // elements take kv_element_bytes (a KV cache's storage: 2 for bf16 and fp16).
-  double bytes(double kv_element_bytes = sizeof(float)) const {
-    return static_cast<double>(sizeof(float)) * 2.0 * q_elements() +
-           kv_element_bytes * 2.0 * kv_elements();
+  // The compulsory traffic: Q, K and V read once and O written once; K and V elements take
+  // kv_element_bytes (a KV cache's storage: 2 for bf16 and fp16), Q and O elements
+  // q_element_bytes (fp32 unless the kernel runs in bf16).
+  double bytes(double kv_element_bytes = sizeof(float),
+               double q_element_bytes = sizeof(float)) const {
+    return q_element_bytes * 2.0 * q_elements() + kv_element_bytes * 2.0 * kv_elements();
   }
 };
 

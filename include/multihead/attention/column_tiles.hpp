@@ -19,8 +19,10 @@
 
 #include "../core/tensor_view.hpp"
 #include "../simd/ops.hpp"
+#include "activations.hpp"
 #include "blocking.hpp"
 #include "prefetch.hpp"
+#include "products.hpp"
 #include "score_pass.hpp"
 #include "shape.hpp"
 #include "state.hpp"
@@ -32,29 +34,33 @@ inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace detail {
 
 // Packs rows [r0, r0 + rows) of KV group g's row space (row = query position · group_size +
-// head in the group) of q's batch entry b, transposed, into qt[p · block_rows + r]: the query
-// block the tiles below read. Rows from `rows` to block_rows are zero.
-inline void pack_transposed_rows(const TensorView<const float>& q, std::int64_t b,
-                                 std::int64_t g, std::int64_t group_size, std::int64_t r0,
-                                 int rows, int block_rows, std::int64_t d, float* qt) {
+// head in the group) of q's batch entry b, widened and transposed, into qt[p · block_rows + r]:
+// the query block the tiles below read. Rows from `rows` to block_rows are zero.
+inline void pack_transposed_rows(const QueryRows& q, std::int64_t b, std::int64_t g,
+                                 std::int64_t group_size, std::int64_t r0, int rows,
+                                 int block_rows, std::int64_t d, float* qt) {
   for (int r = 0; r < block_rows; ++r) {
     if (r >= rows) {
       for (std::int64_t p = 0; p < d; ++p) qt[p * block_rows + r] = 0.0f;
       continue;
     }
     const RowSite at = row_site(g, r0 + r, group_size);
-    const float* source = q.row(b, at.position, at.head);
-    for (std::int64_t p = 0; p < d; ++p) qt[p * block_rows + r] = source[p];
+    load_query_row(q, b, at.position, at.head, 1.0f, qt + r, block_rows);
   }
 }
 
 // D, DV: head and value dims fixed at compile time (64, 128, 256), or 0 for "any, at run time".
 // Fixed dims let the compiler schedule the dim loops fully and drop remainder handling.
 // ROWS_NV: vectors of rows per block, the ISA's choice unless a caller has fewer rows (decoding
-// 32 heads of one group needs 2 AVX-512 vectors, not 3).
-template <class Ops, int D, int DV, int ROWS_NV = Blocking<Ops>::NV>
+// 32 heads of one group needs 2 AVX-512 vectors, not 3). Pr: how the micro-tiles multiply
+// (products.hpp): fp32 FMAs, or bf16 dot products over pairs, with Qᵀ, Pᵀ and V in pairs.
+template <class Ops, int D, int DV, int ROWS_NV = Blocking<Ops>::NV,
+          class Pr = FloatProducts<Ops>>
 struct Tiles {
   using V = typename Ops::V;
+  using E = typename Pr::Element;  // of Qᵀ, Pᵀ and the V rows P·V reads
+  using K = typename Pr::Key;      // of the K rows Q·Kᵀ reads
+  static constexpr int kStep = Pr::kStep;
   static constexpr int W = Ops::W, NV = ROWS_NV, BR = Ops::W * ROWS_NV, BC = Blocking<Ops>::BC;
   static constexpr int MRJ = Blocking<Ops>::MRJ, MRC = Blocking<Ops>::MRC;
 
@@ -63,21 +69,21 @@ struct Tiles {
   // epilogue applies the scale and, if MASK, the causal mask — key j is hidden from rows whose
   // limit (last visible key, relative to this tile) is below j — and folds in the row maxima.
   template <int M, bool MASK>
-  static void qk_micro(const float* __restrict qt, const float* __restrict k0,
+  static void qk_micro(const E* __restrict qt, const K* __restrict k0,
                        std::int64_t k_stride, std::int64_t d, float scale, int key0,
                        const float* __restrict limit, float* __restrict st, V* tile_max) {
     const std::int64_t dim = D ? D : d;
     V acc[M][NV];
     for (int j = 0; j < M; ++j)
       for (int v = 0; v < NV; ++v) acc[j][v] = Ops::zero();
-    const float* key[M];
+    const K* key[M];
     for (int j = 0; j < M; ++j) key[j] = k0 + j * k_stride;
-    for (std::int64_t p = 0; p < dim; ++p) {
-      V q[NV];
-      for (int v = 0; v < NV; ++v) q[v] = Ops::load(qt + p * BR + v * W);
+    for (std::int64_t p = 0; p < dim; p += kStep) {
+      typename Pr::Operand q[NV];
+      for (int v = 0; v < NV; ++v) q[v] = Pr::load(qt + p / kStep * BR + v * W);
       for (int j = 0; j < M; ++j) {
-        const V k = Ops::broadcast(key[j] + p);
-        for (int v = 0; v < NV; ++v) acc[j][v] = Ops::fma(k, q[v], acc[j][v]);
+        const auto k = Pr::broadcast(key[j] + p);
+        for (int v = 0; v < NV; ++v) acc[j][v] = Pr::madd(acc[j][v], k, q[v]);
       }
     }
     const V s = Ops::set1(scale);
@@ -94,7 +100,7 @@ struct Tiles {
 
   // The last (keys % MRJ) keys of a tile, by a micro-kernel of exactly that height.
   template <int M, bool MASK>
-  static void qk_remainder(int keys, const float* qt, const float* k0, std::int64_t k_stride,
+  static void qk_remainder(int keys, const E* qt, const K* k0, std::int64_t k_stride,
                            std::int64_t d, float scale, int key0, const float* limit, float* st,
                            V* tile_max) {
     if constexpr (M > 0) {
@@ -108,7 +114,7 @@ struct Tiles {
   // Scores of one tile of `keys` keys; `next` (a TilePrefetch or a PrefetchCursor) requests its
   // share of the rows to come before each micro-tile.
   template <bool MASK, class Fetch>
-  static void qk_tile(const float* qt, const float* k0, std::int64_t k_stride, std::int64_t d,
+  static void qk_tile(const E* qt, const K* k0, std::int64_t k_stride, std::int64_t d,
                       float scale, int keys, const float* limit, float* st, V* tile_max,
                       Fetch& next) {
     const int parts = (keys + MRJ - 1) / MRJ;
@@ -132,7 +138,7 @@ struct Tiles {
   // whether the tile was masked: whether some row may hide some of its keys.
   template <class Fetch>
   static bool scored_tile(const ScorePass& pass, const BlockRows& block, std::int64_t j0,
-                          const float* qt, const float* k0, std::int64_t k_stride,
+                          const E* qt, const K* k0, std::int64_t k_stride,
                           std::int64_t d, float scale, int keys, float* limit, float* st,
                           V* tile_max, Fetch& next) {
     static_assert(BR <= kMaxTileRows, "a block's rows must fit a BlockRows");
@@ -192,20 +198,21 @@ struct Tiles {
 
   // Ot[c][rows] = alpha · Ot[c][rows] + Σ_j V[j][c] · Pt[j][rows] for M consecutive value
   // columns; the rescale is folded into loading the accumulators.
+  // With pairs, pt and v0 hold pairs of keys (an odd tile's last pair padded with zeros).
   template <int M>
-  static void pv_micro(float* __restrict ot, const float* __restrict pt, int keys,
-                       const float* __restrict v0, std::int64_t v_stride, const V* alpha) {
+  static void pv_micro(float* __restrict ot, const E* __restrict pt, int keys,
+                       const E* __restrict v0, std::int64_t v_stride, const V* alpha) {
     V acc[M][NV];
     for (int c = 0; c < M; ++c)
       for (int v = 0; v < NV; ++v) acc[c][v] = Ops::mul(Ops::load(ot + c * BR + v * W), alpha[v]);
-    for (int j = 0; j < keys; ++j) {
-      const float* value = v0 + j * v_stride;  // not a running pointer: one row's stride may be
-                                               // anything, and a step past it undefined
-      V p[NV];
-      for (int v = 0; v < NV; ++v) p[v] = Ops::load(pt + j * BR + v * W);
+    for (int j = 0; j < keys; j += kStep) {
+      const E* value = v0 + j / kStep * v_stride;  // not a running pointer: one row's stride
+                                                   // may be anything, and a step past it undefined
+      typename Pr::Operand p[NV];
+      for (int v = 0; v < NV; ++v) p[v] = Pr::load(pt + j / kStep * BR + v * W);
       for (int c = 0; c < M; ++c) {
-        const V x = Ops::broadcast(value + c);
-        for (int v = 0; v < NV; ++v) acc[c][v] = Ops::fma(x, p[v], acc[c][v]);
+        const auto x = Pr::broadcast(value + c);
+        for (int v = 0; v < NV; ++v) acc[c][v] = Pr::madd(acc[c][v], x, p[v]);
       }
     }
     for (int c = 0; c < M; ++c)
@@ -213,7 +220,7 @@ struct Tiles {
   }
 
   template <int M>
-  static void pv_remainder(int columns, float* ot, const float* pt, int keys, const float* v0,
+  static void pv_remainder(int columns, float* ot, const E* pt, int keys, const E* v0,
                            std::int64_t v_stride, const V* alpha) {
     if constexpr (M > 0) {
       if (columns == M)
@@ -225,7 +232,7 @@ struct Tiles {
 
   // Output update of one tile; `next` requests its share before each micro-tile, as in qk_tile.
   template <class Fetch>
-  static void pv_tile(float* ot, const float* pt, int keys, const float* v0,
+  static void pv_tile(float* ot, const E* pt, int keys, const E* v0,
                       std::int64_t v_stride, std::int64_t dv, const V* alpha, Fetch& next) {
     const std::int64_t columns = DV ? DV : dv;
     const std::int64_t parts = (columns + MRC - 1) / MRC;
@@ -249,6 +256,15 @@ struct Tiles {
     const std::int64_t columns = DV ? DV : dv;
     if (values_finite(v0, v_stride, keys, columns))
       return pv_tile(ot, pt, keys, v0, v_stride, dv, alpha, next);
+    pv_visible(ot, pt, keys, v0, v_stride, dv, alpha);
+  }
+
+  // The scalar output update of a tile over the keys each row sees (visible_values.hpp), from
+  // fp32 probabilities Pt and V rows of any codec S.
+  template <class S>
+  static void pv_visible(float* ot, const float* pt, int keys, const S* v0,
+                         std::int64_t v_stride, std::int64_t dv, const V* alpha) {
+    const std::int64_t columns = DV ? DV : dv;
     alignas(64) float factor[BR];
     for (int v = 0; v < NV; ++v) Ops::store(factor + v * W, alpha[v]);
     for (std::int64_t c = 0; c < columns; ++c)

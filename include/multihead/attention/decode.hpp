@@ -36,6 +36,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "../core/compiled.hpp"
 #include "../core/parallel.hpp"
@@ -96,8 +97,8 @@ MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const KvRows
 MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const KvRows<q4>&, int))
 
 // Runs a checked call: its scale and score modifiers from the options, threads resolved.
-template <class Source>
-void decode(const TensorView<const float>& q, const TensorView<float>& o, LseOutput lse,
+template <class Q, class O, class Source>
+void decode(const TensorView<const Q>& q, const TensorView<O>& o, LseOutput lse,
             const KernelOptions& options, const KernelShape& shape, const Source& source) {
   const ScorePass pass(options, shape);
   const DecodeProblem problem{q, o, lse.data, shape, resolved_scale(options, shape.head_dim),
@@ -107,9 +108,9 @@ void decode(const TensorView<const float>& q, const TensorView<float>& o, LseOut
 
 // A checked call over any K/V source with these extents (check_cache_call_args): what the
 // varlen and cache overloads run.
-template <class S>
-void decode_source(const TensorView<const float>& q, const KvRows<S>& source,
-                   const KvExtents& extents, const TensorView<float>& o,
+template <class Q, class O, class S>
+void decode_source(const TensorView<const Q>& q, const KvRows<S>& source,
+                   const KvExtents& extents, const TensorView<O>& o,
                    const KernelOptions& options, LseOutput lse) {
   decode(q, o, lse, options, check_cache_call_args(q, o, lse, options, extents), source);
 }
@@ -119,14 +120,18 @@ void decode_source(const TensorView<const float>& q, const KvRows<S>& source,
 // Attention of q [batch, q_len, heads, head_dim] over k [batch, kv_len, kv_groups, head_dim]
 // and v [batch, kv_len, kv_groups, value_dim] stored as float, bf16 or fp16, into o
 // [batch, q_len, heads, value_dim] (and lse). The contract of fused_attention (options.hpp);
-// made for small q_len (decoding, speculative verification), correct for any.
-template <class Storage>
-void decode_attention(const TensorView<const float>& q, const TensorView<const Storage>& k,
-                      const TensorView<const Storage>& v, const TensorView<float>& o,
+// made for small q_len (decoding, speculative verification), correct for any. q and o may each
+// be float, bf16 or fp16 (TensorView<float>, <bf16>, <fp16>): q is widened as it is packed,
+// o rounded once as it is stored; everything between runs in fp32.
+template <class Storage, class Q, class O>
+void decode_attention(const TensorView<Q>& q, const TensorView<const Storage>& k,
+                      const TensorView<const Storage>& v, const TensorView<O>& o,
                       const KernelOptions& options = {}, LseOutput lse = {}) {
   static_assert(is_storage_type_v<Storage>, "decode_attention: K/V must be float, bf16 or fp16");
-  const KernelShape shape = check_kernel_args(q, k, v, o, lse, options);
-  detail::decode(q, o, lse, options, shape, detail::view_rows(k, v));
+  detail::check_activation_types<Q, O>();
+  const auto qc = detail::const_view(q);
+  const KernelShape shape = check_kernel_args(qc, k, v, o, lse, options);
+  detail::decode(qc, o, lse, options, shape, detail::view_rows(k, v));
 }
 
 }  // namespace MULTIHEAD_ISA_NAMESPACE

@@ -22,11 +22,14 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "../core/compiled.hpp"
 #include "../core/parallel.hpp"
 #include "../core/scratch.hpp"
+#include "../simd/convert.hpp"
+#include "activations.hpp"
 #include "column_tiles.hpp"
 #include "options.hpp"
 #include "prefetch.hpp"
@@ -39,17 +42,22 @@ inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace detail {
 
 // A block's buffers, laid out in the running thread's scratch (scratch.hpp): nothing is
-// allocated per call.
+// allocated per call. K/V tiles of bf16 / fp16 rows that the tiles cannot read in place are
+// widened into kt and vt first (`widened`); the bf16 products (`pairs`) take Qᵀ in pairs in
+// qt's place, and tiles of P and V in pairs (products.hpp).
 class FusedWorkspace {
  public:
   static std::int64_t floats(std::int64_t head_dim, std::int64_t value_dim, int block_rows,
-                             int tile_keys) {
-    return (head_dim + value_dim + tile_keys + 3) * block_rows;
+                             int tile_keys, bool widened, bool pairs) {
+    return (head_dim + value_dim + tile_keys + 3) * block_rows +
+           (widened ? (head_dim + value_dim) * tile_keys : 0) +
+           (pairs ? tile_keys / 2 * (block_rows + value_dim) : 0);
   }
 
-  FusedWorkspace(std::int64_t head_dim, std::int64_t value_dim, int block_rows, int tile_keys) {
-    float* p = thread_scratch(floats(head_dim, value_dim, block_rows, tile_keys));  // aligned
-    qt = p;
+  FusedWorkspace(std::int64_t head_dim, std::int64_t value_dim, int block_rows, int tile_keys,
+                 bool widened, bool pairs) {
+    float* p = thread_scratch(floats(head_dim, value_dim, block_rows, tile_keys, widened, pairs));
+    qt = p;  // aligned, and so is every buffer after it: block_rows is a multiple of 16
     p += head_dim * block_rows;
     st = p;
     p += static_cast<std::int64_t>(tile_keys) * block_rows;
@@ -58,6 +66,17 @@ class FusedWorkspace {
     limit = p;
     p += block_rows;
     max_sum = p;
+    p += 2 * block_rows;
+    if (widened) {
+      kt = p;
+      vt = p + head_dim * tile_keys;
+      p += (head_dim + value_dim) * tile_keys;
+    }
+    if (pairs) {
+      pairs_ = reinterpret_cast<std::uint32_t*>(p);
+      pairs_values_ = pairs_ + tile_keys / 2 * block_rows;
+    }
+    qpairs_ = reinterpret_cast<std::uint32_t*>(qt);
   }
 
   float* qt;       // [head_dim][rows]  the query block, transposed
@@ -65,32 +84,87 @@ class FusedWorkspace {
   float* ot;       // [value_dim][rows] unnormalised output, transposed
   float* limit;    // [rows]            last visible key relative to the current tile (causal)
   float* max_sum;  // [2·rows]          the sinks, then the final running max and sum
+  float* kt = nullptr;  // [tile_keys][head_dim]  a widened K tile
+  float* vt = nullptr;  // [tile_keys][value_dim] a widened V tile
   BlockRows block;  // the block's rows and the keys they see
+  // With pairs: [head_dim / 2][rows] Qᵀ, [tile_keys / 2][rows] Pᵀ, [tile_keys / 2][value_dim] V.
+  std::uint32_t* qp() const { return qpairs_; }
+  std::uint32_t* pp() const { return pairs_; }
+  std::uint32_t* vp() const { return pairs_values_; }
+
+ private:
+  std::uint32_t *qpairs_ = nullptr, *pairs_ = nullptr, *pairs_values_ = nullptr;
 };
+
+// ---- The operands of the bf16 products in pairs (products.hpp) -----------------------------------
+
+// Rows [r0, r0 + rows) of KV group g's row space of a bf16 q (batch entry 0), transposed in pairs
+// along the head dim: qp[p / 2 · kRows + r] = (q[r][p], q[r][p + 1]); rows past `rows` are zero.
+template <int kRows>
+void pack_query_pairs(const TensorView<const bf16>& q, std::int64_t g, std::int64_t group_size,
+                      std::int64_t r0, int rows, std::int64_t d, std::uint32_t* qp) {
+  for (int r = 0; r < kRows; ++r) {
+    if (r >= rows) {
+      for (std::int64_t p = 0; p < d; p += 2) qp[p / 2 * kRows + r] = 0;
+      continue;
+    }
+    const RowSite at = row_site(g, r0 + r, group_size);
+    const bf16* source = q.row(0, at.position, at.head);
+    for (std::int64_t p = 0; p < d; p += 2)
+      qp[p / 2 * kRows + r] = std::uint32_t{source[p].bits} | std::uint32_t{source[p + 1].bits} << 16;
+  }
+}
+
+#if defined(MULTIHEAD_HAS_AVX512BF16)
+// The probabilities of a tile, St[key][rows] in fp32, rounded to bf16 in pairs of keys:
+// pp[j / 2 · kRows + r] = (P[j][r], P[j + 1][r]), an odd tile's last pair with a zero.
+template <int kRows>
+void pack_probability_pairs(const float* st, int keys, std::uint32_t* pp) {
+  using Pairs = simd::Avx512Bf16Pairs;
+  for (int j = 0; j < keys; j += 2)
+    for (int v = 0; v < kRows; v += Pairs::W) {
+      const __m512 first = _mm512_load_ps(st + j * kRows + v);
+      const __m512 second = j + 1 < keys ? _mm512_load_ps(st + (j + 1) * kRows + v) : _mm512_setzero_ps();
+      Pairs::store(pp + j / 2 * kRows + v, Pairs::round_pairs(first, second));
+    }
+}
+
+// `keys` bf16 V rows (`stride` apart) in pairs of keys: vp[j / 2 · dv + c] = (V[j][c],
+// V[j + 1][c]), an odd tile's last pair with a zero.
+inline void interleave_value_pairs(const bf16* v, std::int64_t stride, int keys, std::int64_t dv,
+                                   std::uint32_t* vp) {
+  using Pairs = simd::Avx512Bf16Pairs;
+  alignas(64) static constexpr bf16 kZeros[Pairs::W] = {};
+  for (int j = 0; j < keys; j += 2) {
+    const bf16* first = v + j * stride;
+    const bf16* second = j + 1 < keys ? v + (j + 1) * stride : nullptr;
+    std::uint32_t* out = vp + j / 2 * dv;
+    std::int64_t c = 0;
+    for (; c + Pairs::W <= dv; c += Pairs::W)
+      Pairs::interleave(first + c, second != nullptr ? second + c : kZeros, out + c);
+    for (; c < dv; ++c)
+      out[c] = std::uint32_t{first[c].bits} | (second != nullptr ? std::uint32_t{second[c].bits} << 16 : 0);
+  }
+}
+#endif
 
 // One sequence of a call, its views of batch 1: batch entry `index`, or in a packed (varlen)
 // call the tokens of sequence `index`. lse: where its head 0's log-sum-exps start (heads lie
-// lse_stride apart), or null.
+// lse_stride apart), or null. S: the element type of K and V.
+template <class S>
 struct FusedSequence {
-  TensorView<const float> q, k, v;
-  TensorView<float> o;
+  QueryRows q;
+  TensorView<const S> k, v;
+  OutputRows o;
   float* lse;
   std::int64_t lse_stride, index, q_len, kv_len;
 };
 
-// Tokens [t0, t0 + count) of batch entry b of a view, as a view of batch 1.
-template <class T>
-TensorView<T> token_range(const TensorView<T>& view, std::int64_t b, std::int64_t t0,
-                          std::int64_t count) {
-  T* first = view.row(b, t0, 0);
-  return TensorView<T>::strided(first, view.size() - (first - view.data()), 1, count,
-                                view.heads(), view.dim(), view.batch_stride(),
-                                view.token_stride(), view.head_stride());
-}
-
+template <class S>
 struct FusedProblem {
-  TensorView<const float> q, k, v;
-  TensorView<float> o;
+  QueryRows q;
+  TensorView<const S> k, v;
+  OutputRows o;
   float* lse;
   KernelShape shape;  // packed: batch 1, q_len and kv_len the token totals
   float scale;
@@ -102,7 +176,7 @@ struct FusedProblem {
   std::int64_t packed = 0;  // the number of packed sequences
 
   std::int64_t sequences() const { return cu_q != nullptr ? packed : shape.batch; }
-  FusedSequence sequence(std::int64_t i) const {
+  FusedSequence<S> sequence(std::int64_t i) const {
     const std::int64_t h = shape.heads;
     if (cu_q == nullptr)
       return {token_range(q, i, 0, shape.q_len), token_range(k, i, 0, shape.kv_len),
@@ -117,28 +191,46 @@ struct FusedProblem {
   }
 };
 
-template <class Ops, int D, int DV>
+// Rows [j0, j0 + keys) of KV group g of a K or V view, widened into a tile of `pitch` floats
+// per key.
+template <class S>
+void widen_tile(const TensorView<const S>& x, std::int64_t j0, int keys, std::int64_t g,
+                float* tile, std::int64_t pitch) {
+  for (int j = 0; j < keys; ++j) convert(x.row(0, j0 + j, g), tile + j * pitch, x.dim());
+}
+
+// S: the K/V element type. Float rows are read in place; bf16 and fp16 rows are widened a tile
+// at a time (widen_tile), a conversion per element of K and V per block against BR products.
+template <class Ops, int D, int DV, class S>
 struct FusedKernel {
   using T = Tiles<Ops, D, DV>;
   using V = typename Ops::V;
   static constexpr int W = Ops::W, NV = T::NV, BR = T::BR, BC = T::BC;
 
   // Normalises the block's rows and scatters them to o (and lse).
-  static void store_rows(const FusedProblem& pr, const FusedSequence& sq, std::int64_t g,
+  static constexpr bool kWidens = !std::is_same_v<S, float>;
+  // bf16 K/V on AVX-512 BF16: with bf16 queries, Q·Kᵀ and P·V run on the bf16 dot product.
+  static constexpr bool kPairs = kHasBf16Products && std::is_same_v<S, bf16>;
+#if defined(MULTIHEAD_HAS_AVX512BF16)
+  using Paired = Tiles<Ops, D, DV, NV, Bf16PairProducts>;
+#endif
+
+  static void store_rows(const FusedProblem<S>& pr, const FusedSequence<S>& sq, std::int64_t g,
                          std::int64_t r0, int rows, const FusedWorkspace& ws) {
-    const std::int64_t dv = DV ? DV : pr.shape.value_dim, gs = pr.shape.group_size();
+    const std::int64_t gs = pr.shape.group_size();
     const float* max = ws.max_sum;
     const float* sum = ws.max_sum + BR;
     for (int r = 0; r < rows; ++r) {
       const RowSite at = row_site(g, r0 + r, gs);
       float* lse = sq.lse != nullptr ? sq.lse + at.head * sq.lse_stride + at.position : nullptr;
-      store_normalized(ws.ot + r, BR, dv, max[r], sum[r], sq.o.row(0, at.position, at.head), lse);
+      store_state_row(sq.o, 0, at.position, at.head, ws.ot + r, BR, max[r], sum[r], lse);
     }
   }
 
-  // One query block: sequence sq, KV group g, rows [r0, r0 + rows).
-  static void block(const FusedProblem& pr, const FusedSequence& sq, std::int64_t g,
-                    std::int64_t r0, int rows, FusedWorkspace& ws) {
+  // One query block: sequence sq, KV group g, rows [r0, r0 + rows); with `pairs`, on the bf16
+  // products (kPairs only).
+  static void block(const FusedProblem<S>& pr, const FusedSequence<S>& sq, std::int64_t g,
+                    std::int64_t r0, int rows, FusedWorkspace& ws, bool pairs) {
     const KernelShape& s = pr.shape;
     const std::int64_t d = D ? D : s.head_dim, dv = DV ? DV : s.value_dim;
     const ScorePass& pass = *pr.pass;
@@ -147,10 +239,13 @@ struct FusedKernel {
     // visited.
     const BlockRows& block = ws.block;
     pass.block_rows(ws.block, sq.index, g, r0, rows, BR, sq.q_len, sq.kv_len);
-    pack_transposed_rows(sq.q, 0, g, s.group_size(), r0, rows, BR, d, ws.qt);
+    if (pairs)
+      pack_query_pairs<BR>(std::get<TensorView<const bf16>>(sq.q), g, s.group_size(), r0, rows, d,
+                           ws.qp());
+    else
+      pack_transposed_rows(sq.q, 0, g, s.group_size(), r0, rows, BR, d, ws.qt);
     std::fill(ws.ot, ws.ot + dv * BR, 0.0f);
     for (int r = 0; r < BR; ++r) pass.start(block, r, true, ws.max_sum[r], ws.max_sum[BR + r]);
-    const std::int64_t k_stride = sq.k.token_stride(), v_stride = sq.v.token_stride();
     V m[NV], l[NV], alpha[NV], tile_max[NV];
     for (int v = 0; v < NV; ++v) {
       m[v] = Ops::load(ws.max_sum + v * W);
@@ -159,21 +254,51 @@ struct FusedKernel {
     for (std::int64_t j0 = block.begin; j0 < block.end; j0 += BC) {
       const int keys = int(std::min<std::int64_t>(BC, block.end - j0));
       for (int v = 0; v < NV; ++v) tile_max[v] = Ops::set1(simd::negative_infinity);
-      const float* k0 = sq.k.row(0, j0, g);
-      const float* v0 = sq.v.row(0, j0, g);
-      // While Q·Kᵀ of this tile runs, fetch this tile's V; during P·V, the next tile's K.
-      const TilePrefetch this_v{v0, v_stride, keys, dv};
-      TilePrefetch next_k;
-      if (j0 + BC < block.end)
-        next_k = {k0 + BC * k_stride, k_stride, std::min<std::int64_t>(BC, block.end - j0 - BC),
-                  d};
-      const bool masked = T::scored_tile(pass, block, j0, ws.qt, k0, k_stride, d, pr.scale, keys,
+      // Rows read in place: while Q·Kᵀ of this tile runs, fetch this tile's V; during P·V, the
+      // next tile's K. Widened tiles are read from the scratch, where nothing needs fetching.
+      const S* k0 = sq.k.row(0, j0, g);
+      const S* v0 = sq.v.row(0, j0, g);
+      const std::int64_t k_stride = sq.k.token_stride(), v_stride = sq.v.token_stride();
+      TilePrefetch this_v, next_k;
+      if (!kWidens || pairs) {
+        this_v = {v0, v_stride, keys, dv};
+        if (j0 + BC < block.end)
+          next_k = {k0 + BC * k_stride, k_stride,
+                    std::min<std::int64_t>(BC, block.end - j0 - BC), d};
+      }
+#if defined(MULTIHEAD_HAS_AVX512BF16)
+      if constexpr (kPairs) {
+        if (pairs) {
+          const bool masked = Paired::scored_tile(pass, block, j0, ws.qp(), k0, k_stride, d,
+                                                  pr.scale, keys, ws.limit, ws.st, tile_max, this_v);
+          T::softmax_tile(ws.st, keys, tile_max, m, l, alpha, masked);
+          if (masked && !values_finite(v0, v_stride, keys, dv)) {
+            T::pv_visible(ws.ot, ws.st, keys, v0, v_stride, dv, alpha);
+          } else {
+            pack_probability_pairs<BR>(ws.st, keys, ws.pp());
+            interleave_value_pairs(v0, v_stride, keys, dv, ws.vp());
+            Paired::pv_tile(ws.ot, ws.pp(), keys, ws.vp(), dv, dv, alpha, next_k);
+          }
+          continue;
+        }
+      }
+#endif
+      const float *kf, *vf;
+      std::int64_t kf_stride, vf_stride;
+      if constexpr (kWidens) {
+        widen_tile(sq.k, j0, keys, g, ws.kt, d);
+        widen_tile(sq.v, j0, keys, g, ws.vt, dv);
+        kf = ws.kt, vf = ws.vt, kf_stride = d, vf_stride = dv;
+      } else {
+        kf = k0, vf = v0, kf_stride = k_stride, vf_stride = v_stride;
+      }
+      const bool masked = T::scored_tile(pass, block, j0, ws.qt, kf, kf_stride, d, pr.scale, keys,
                                          ws.limit, ws.st, tile_max, this_v);
       T::softmax_tile(ws.st, keys, tile_max, m, l, alpha, masked);
       if (masked)
-        T::pv_masked_tile(ws.ot, ws.st, keys, v0, v_stride, dv, alpha, next_k);
+        T::pv_masked_tile(ws.ot, ws.st, keys, vf, vf_stride, dv, alpha, next_k);
       else
-        T::pv_tile(ws.ot, ws.st, keys, v0, v_stride, dv, alpha, next_k);
+        T::pv_tile(ws.ot, ws.st, keys, vf, vf_stride, dv, alpha, next_k);
     }
     for (int v = 0; v < NV; ++v) {
       Ops::store(ws.max_sum + v * W, m[v]);
@@ -182,7 +307,7 @@ struct FusedKernel {
     store_rows(pr, sq, g, r0, rows, ws);
   }
 
-  static void run(const FusedProblem& pr, int threads) {
+  static void run(const FusedProblem<S>& pr, int threads) {
     const KernelShape& s = pr.shape;
     const std::int64_t sequences = pr.sequences(), gs = s.group_size();
     // Units per sequence: its KV groups × pairs of its query blocks; first_unit[i] is where
@@ -199,20 +324,24 @@ struct FusedKernel {
           s.kv_groups * pairs_of(pr.cu_q != nullptr ? pr.cu_q[i + 1] - pr.cu_q[i] : s.q_len);
     const std::int64_t units = first_unit.back();
     if (units == 0) return;
+    // bf16 products for bf16 queries over bf16 K/V of an even head dim (pairs along it).
+    const bool paired = kPairs && std::holds_alternative<TensorView<const bf16>>(pr.q) &&
+                        (D ? D : s.head_dim) % 2 == 0;
     threads = int(std::min<std::int64_t>(threads, units));
 
     parallel_dynamic(units, threads, [&](int, std::int64_t unit) {
       const std::int64_t i =
           std::upper_bound(first_unit.begin(), first_unit.end(), unit) - first_unit.begin() - 1;
-      const FusedSequence sq = pr.sequence(i);
+      const FusedSequence<S> sq = pr.sequence(i);
       const std::int64_t rows_total = sq.q_len * gs, blocks = (rows_total + BR - 1) / BR;
       const std::int64_t pairs = (blocks + 1) / 2, local = unit - first_unit[std::size_t(i)];
       const std::int64_t pair = local % pairs, g = local / pairs;
       const std::int64_t first = pair, second = blocks - 1 - pair;
-      FusedWorkspace ws(D ? D : s.head_dim, DV ? DV : s.value_dim, BR, BC);
+      FusedWorkspace ws(D ? D : s.head_dim, DV ? DV : s.value_dim, BR, BC, kWidens && !paired,
+                        paired);
       const auto run_block = [&](std::int64_t index) {
         const std::int64_t r0 = index * BR;
-        block(pr, sq, g, r0, int(std::min<std::int64_t>(BR, rows_total - r0)), ws);
+        block(pr, sq, g, r0, int(std::min<std::int64_t>(BR, rows_total - r0)), ws, paired);
       };
       run_block(first);
       if (second != first) run_block(second);
@@ -222,20 +351,39 @@ struct FusedKernel {
 
 // Head dims 64, 128 and 256 (with value_dim equal) get kernels with the dims fixed at compile
 // time; every other pair runs the general kernel.
-template <class Ops>
-void run_fused(const FusedProblem& pr, int threads) {
+template <class Ops, class S>
+void run_fused(const FusedProblem<S>& pr, int threads) {
   const std::int64_t d = pr.shape.head_dim;
   if (pr.shape.value_dim == d && d == 64)
-    FusedKernel<Ops, 64, 64>::run(pr, threads);
+    FusedKernel<Ops, 64, 64, S>::run(pr, threads);
   else if (pr.shape.value_dim == d && d == 128)
-    FusedKernel<Ops, 128, 128>::run(pr, threads);
+    FusedKernel<Ops, 128, 128, S>::run(pr, threads);
   else if (pr.shape.value_dim == d && d == 256)
-    FusedKernel<Ops, 256, 256>::run(pr, threads);
+    FusedKernel<Ops, 256, 256, S>::run(pr, threads);
   else
-    FusedKernel<Ops, 0, 0>::run(pr, threads);
+    FusedKernel<Ops, 0, 0, S>::run(pr, threads);
 }
 
-MULTIHEAD_INSTANCE(void run_fused<simd::Ops>(const FusedProblem&, int))
+MULTIHEAD_INSTANCE(void run_fused<simd::Ops>(const FusedProblem<float>&, int))
+MULTIHEAD_INSTANCE(void run_fused<simd::Ops>(const FusedProblem<bf16>&, int))
+MULTIHEAD_INSTANCE(void run_fused<simd::Ops>(const FusedProblem<fp16>&, int))
+
+// Runs a checked call of this shape (check_kernel_args): what every overload below and
+// varlen.hpp's run.
+template <class Q, class S, class O>
+void fused_call(const TensorView<const Q>& q, const TensorView<const S>& k,
+                const TensorView<const S>& v, const TensorView<O>& o,
+                const KernelOptions& options, LseOutput lse, const KernelShape& shape,
+                Span<const std::int64_t> cu_q = {}, Span<const std::int64_t> cu_k = {},
+                std::int64_t packed = 0) {
+  const ScorePass pass(options, shape);
+  FusedProblem<S> problem{q, k, v, o, lse.data, shape, resolved_scale(options, shape.head_dim),
+                          &pass};
+  problem.cu_q = cu_q.data;
+  problem.cu_k = cu_k.data;
+  problem.packed = packed;
+  run_fused<simd::Ops>(problem, resolve_threads(options.threads));
+}
 
 }  // namespace detail
 
@@ -246,11 +394,27 @@ MULTIHEAD_INSTANCE(void run_fused<simd::Ops>(const FusedProblem&, int))
 inline void fused_attention(const TensorView<const float>& q, const TensorView<const float>& k,
                             const TensorView<const float>& v, const TensorView<float>& o,
                             const KernelOptions& options = {}, LseOutput lse = {}) {
-  const KernelShape shape = check_kernel_args(q, k, v, o, lse, options);
-  const detail::ScorePass pass(options, shape);
-  const detail::FusedProblem problem{q, k, v, o, lse.data, shape,
-                                     resolved_scale(options, shape.head_dim), &pass};
-  detail::run_fused<simd::Ops>(problem, resolve_threads(options.threads));
+  detail::fused_call(q, k, v, o, options, lse, check_kernel_args(q, k, v, o, lse, options));
+}
+
+// The same over queries, keys, values and outputs of float, bf16 or fp16: Q and O each of any
+// of the three, K and V of one of them. Softmax and accumulation run in fp32; each output is
+// rounded once, to nearest even, when its row is stored. With AVX-512 BF16 and Q, K and V all
+// bf16, Q·Kᵀ and P·V run on the bf16 dot product, with P rounded to bf16 after the softmax
+// step (as FlashAttention does on GPUs); otherwise every element is widened to fp32 and the
+// result is that of fp32 inputs holding the same values.
+template <class Q, class K, class V, class O>
+void fused_attention(const TensorView<Q>& q, const TensorView<K>& k, const TensorView<V>& v,
+                     const TensorView<O>& o, const KernelOptions& options = {},
+                     LseOutput lse = {}) {
+  static_assert(is_activation_type_v<Q> && is_activation_type_v<K> && is_activation_type_v<O>,
+                "fused_attention: q, k, v and o must be float, bf16 or fp16");
+  static_assert(std::is_same_v<std::remove_const_t<K>, std::remove_const_t<V>>,
+                "fused_attention: k and v must have the same element type");
+  static_assert(!std::is_const_v<O>, "fused_attention: o must be writable");
+  const auto qc = detail::const_view(q);
+  const auto kc = detail::const_view(k), vc = detail::const_view(v);
+  detail::fused_call(qc, kc, vc, o, options, lse, check_kernel_args(qc, kc, vc, o, lse, options));
 }
 
 }  // namespace MULTIHEAD_ISA_NAMESPACE

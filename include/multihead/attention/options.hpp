@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "../core/tensor_view.hpp"
@@ -116,10 +117,12 @@ ByteRange byte_range(const MaskView<T>& mask, const char* name) {
 // `k`, `v`: the call's K/V where it has views) and from each other. o may also be q itself, the
 // same view (in place): every kernel reads a block's query rows before it writes their
 // outputs, and no other block reads them.
-inline void check_output_memory(const TensorView<const float>& q, const TensorView<float>& o,
-                                const LseOutput& lse, const KernelOptions& options,
-                                const ByteRange& k, const ByteRange& v) {
-  const bool in_place = static_cast<const void*>(o.data()) == q.data() && o.dim() == q.dim() &&
+template <class Q, class O>
+void check_output_memory(const TensorView<const Q>& q, const TensorView<O>& o,
+                         const LseOutput& lse, const KernelOptions& options, const ByteRange& k,
+                         const ByteRange& v) {
+  const bool in_place = std::is_same_v<Q, O> &&
+                        static_cast<const void*>(o.data()) == q.data() && o.dim() == q.dim() &&
                         o.batch_stride() == q.batch_stride() &&
                         o.token_stride() == q.token_stride() &&
                         o.head_stride() == q.head_stride();
@@ -137,10 +140,10 @@ inline void check_output_memory(const TensorView<const float>& q, const TensorVi
 
 // Checks every argument of a kernel call and returns its shape; throws std::invalid_argument
 // naming the offending argument and values before anything is written. KV: the element type of
-// K and V (float, or a cache's bf16 / fp16).
-template <class KV>
-KernelShape check_kernel_args(const TensorView<const float>& q, const TensorView<const KV>& k,
-                              const TensorView<const KV>& v, const TensorView<float>& o,
+// K and V; Q and O: the element types of the queries and outputs (each float, bf16 or fp16).
+template <class Q, class KV, class O>
+KernelShape check_kernel_args(const TensorView<const Q>& q, const TensorView<const KV>& k,
+                              const TensorView<const KV>& v, const TensorView<O>& o,
                               const LseOutput& lse, const KernelOptions& options) {
   using detail::require;
   q.validate("q");
@@ -172,10 +175,10 @@ KernelShape check_kernel_args(const TensorView<const float>& q, const TensorView
 
 // The checks of a call over a K/V source (a cache, packed or paged sequences): q and o against
 // its extents (kv_len, the longest sequence, may be 0), lse and options. Returns the call's shape.
-inline KernelShape check_cache_call_args(const TensorView<const float>& q,
-                                         const TensorView<float>& o, const LseOutput& lse,
-                                         const KernelOptions& options,
-                                         const detail::KvExtents& source) {
+template <class Q, class O>
+KernelShape check_cache_call_args(const TensorView<const Q>& q, const TensorView<O>& o,
+                                  const LseOutput& lse, const KernelOptions& options,
+                                  const detail::KvExtents& source) {
   using detail::require;
   q.validate("q");
   o.validate("o");

@@ -87,16 +87,17 @@ class RowTiles {
     pr_ = &pr;
     pr.pass->block_rows(block_, at.b, at.g, at.r0, rows_, rows_, pr.shape.q_len, at.length);
     for (int r = 0; r < rows_; ++r) {
-      const float* source = pr.q.row(at.b, block_.query[r], block_.head[r]);
       float* q = q_ + r * dp_;
-      if constexpr (kPaired<S>) {
-        for (std::int64_t p = 0; p < d_; p += 2 * W)
+      load_query_row(pr.q, at.b, block_.query[r], block_.head[r], pr.scale, q);
+      if constexpr (kPaired<S>) {  // even-indexed values first in each pair of vectors
+        alignas(64) float pair[2 * W];
+        for (std::int64_t p = 0; p < d_; p += 2 * W) {
+          std::copy(q + p, q + p + 2 * W, pair);
           for (int i = 0; i < W; ++i) {
-            q[p + i] = source[p + 2 * i] * pr.scale;
-            q[p + W + i] = source[p + 2 * i + 1] * pr.scale;
+            q[p + i] = pair[2 * i];
+            q[p + W + i] = pair[2 * i + 1];
           }
-      } else {
-        for (std::int64_t p = 0; p < d_; ++p) q[p] = source[p] * pr.scale;
+        }
       }
       std::fill(q + d_, q + dp_, 0.0f);
       std::fill(o_ + r * dvp_, o_ + (r + 1) * dvp_, 0.0f);

@@ -79,7 +79,8 @@ KvExtents kv_extents(const TensorView<T>& k, const TensorView<T>& v) {
 
 // The one KernelShape factory: q's tokens and heads over a K/V source. The shape is validated
 // (an empty source counts as one key for the checks: a call over an empty cache is valid).
-inline KernelShape make_shape(const TensorView<const float>& q, const KvExtents& kv) {
+template <class Q>
+KernelShape make_shape(const TensorView<const Q>& q, const KvExtents& kv) {
   KernelShape shape;
   shape.batch = kv.batch;
   shape.q_len = q.tokens();

@@ -37,6 +37,7 @@
 #include <cstdint>
 
 #include "../core/tensor_view.hpp"
+#include "activations.hpp"
 #include "options.hpp"
 #include "score_pass.hpp"
 #include "shape.hpp"
@@ -48,8 +49,8 @@ namespace detail {
 
 // One decode call as the paths see it.
 struct DecodeProblem {
-  TensorView<const float> q;
-  TensorView<float> o;
+  QueryRows q;   // float, bf16 or fp16 (activations.hpp)
+  OutputRows o;
   float* lse;
   KernelShape shape;  // kv_len: the longest sequence
   float scale;
@@ -66,6 +67,15 @@ struct BlockSite {
 
 inline std::int64_t round_up(std::int64_t n, std::int64_t m) { return (n + m - 1) / m * m; }
 
+// Writes a row's normalised output (out[c · step], c < value_dim: its unnormalised values) to
+// row (b, t, h) of o, and its log-sum-exp to *lse unless lse is null.
+inline void store_state_row(const OutputRows& o, std::int64_t b, std::int64_t t, std::int64_t h,
+                            const float* out, std::int64_t step, float max, float sum,
+                            float* lse) {
+  store_output_row(o, b, t, h, out, step, inverse_sum(sum));
+  if (lse != nullptr) *lse = log_sum_exp(max, sum);
+}
+
 // Row r of group g's row space (shape.hpp's row_site): writes its normalised output (out: dv
 // unnormalised values) and log-sum-exp.
 inline void store_row(const DecodeProblem& pr, std::int64_t b, std::int64_t g, std::int64_t r,
@@ -74,7 +84,7 @@ inline void store_row(const DecodeProblem& pr, std::int64_t b, std::int64_t g, s
   float* lse = pr.lse != nullptr
                    ? pr.lse + (b * pr.shape.heads + at.head) * pr.shape.q_len + at.position
                    : nullptr;
-  store_normalized(out, 1, pr.shape.value_dim, max, sum, pr.o.row(b, at.position, at.head), lse);
+  store_state_row(pr.o, b, at.position, at.head, out, 1, max, sum, lse);
 }
 
 }  // namespace detail

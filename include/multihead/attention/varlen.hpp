@@ -49,24 +49,26 @@ inline void check_no_masks(const KernelOptions& options) {
 // a custom modifier's ScoreSite::batch is the sequence index and query/key count from the
 // sequence's start). lse, when wanted: [heads, total_q]. Masks are rejected (see above). Every
 // argument is checked before anything is written.
-inline void fused_attention_varlen(const TensorView<const float>& q,
-                                   const TensorView<const float>& k,
-                                   const TensorView<const float>& v, const TensorView<float>& o,
-                                   Span<const std::int64_t> cu_seqlens_q,
-                                   Span<const std::int64_t> cu_seqlens_k,
-                                   const KernelOptions& options = {}, LseOutput lse = {}) {
+// q, k, v and o of float, bf16 or fp16 as fused_attention takes them (fused.hpp).
+template <class Q, class K, class V, class O>
+void fused_attention_varlen(const TensorView<Q>& q, const TensorView<K>& k,
+                            const TensorView<V>& v, const TensorView<O>& o,
+                            Span<const std::int64_t> cu_seqlens_q,
+                            Span<const std::int64_t> cu_seqlens_k,
+                            const KernelOptions& options = {}, LseOutput lse = {}) {
+  static_assert(is_activation_type_v<Q> && is_activation_type_v<K> && is_activation_type_v<O>,
+                "fused_attention_varlen: q, k, v and o must be float, bf16 or fp16");
+  static_assert(std::is_same_v<std::remove_const_t<K>, std::remove_const_t<V>>,
+                "fused_attention_varlen: k and v must have the same element type");
+  static_assert(!std::is_const_v<O>, "fused_attention_varlen: o must be writable");
   detail::check_no_masks(options);
-  const KernelShape shape = check_kernel_args(q, k, v, o, lse, options);
+  const auto qc = detail::const_view(q);
+  const auto kc = detail::const_view(k), vc = detail::const_view(v);
+  const KernelShape shape = check_kernel_args(qc, kc, vc, o, lse, options);
   detail::require(shape.batch == 1, "packed views must have batch 1, got ", shape.batch);
   const std::int64_t n = detail::check_offsets(cu_seqlens_q, shape.q_len, "cu_seqlens_q");
   detail::check_offsets(cu_seqlens_k, shape.kv_len, "cu_seqlens_k", n);
-  const detail::ScorePass pass(options, shape);
-  detail::FusedProblem problem{q, k, v, o, lse.data, shape,
-                               resolved_scale(options, shape.head_dim), &pass};
-  problem.cu_q = cu_seqlens_q.data;
-  problem.cu_k = cu_seqlens_k.data;
-  problem.packed = n;
-  detail::run_fused<simd::Ops>(problem, resolve_threads(options.threads));
+  detail::fused_call(qc, kc, vc, o, options, lse, shape, cu_seqlens_q, cu_seqlens_k, n);
 }
 
 // Decoding over packed caches: q [n, q_len, heads, head_dim] (the same few new tokens for each
@@ -74,12 +76,13 @@ inline void fused_attention_varlen(const TensorView<const float>& q,
 // float, bf16 or fp16, sequence b owning tokens [cu_seqlens_k[b], cu_seqlens_k[b + 1]) (with
 // causal masking its queries are its last q_len tokens); o [n, q_len, heads, value_dim], lse
 // [n, heads, q_len]. An empty sequence gives output 0 and log-sum-exp −inf.
-template <class Storage>
-void decode_attention_varlen(const TensorView<const float>& q, const TensorView<const Storage>& k,
+template <class Storage, class Q, class O>
+void decode_attention_varlen(const TensorView<Q>& q, const TensorView<const Storage>& k,
                              const TensorView<const Storage>& v,
-                             Span<const std::int64_t> cu_seqlens_k, const TensorView<float>& o,
+                             Span<const std::int64_t> cu_seqlens_k, const TensorView<O>& o,
                              const KernelOptions& options = {}, LseOutput lse = {}) {
   static_assert(is_storage_type_v<Storage>, "decode_attention_varlen: K/V must be float, bf16 or fp16");
+  detail::check_activation_types<Q, O>();
   using detail::require;
   detail::check_no_masks(options);
   k.validate("k");
@@ -95,14 +98,15 @@ void decode_attention_varlen(const TensorView<const float>& q, const TensorView<
   extents.kv_len = 0;  // the longest sequence
   for (std::int64_t b = 0; b < n; ++b)
     extents.kv_len = std::max(extents.kv_len, cu_seqlens_k.data[b + 1] - cu_seqlens_k.data[b]);
-  const KernelShape shape = check_cache_call_args(q, o, lse, options, extents);
+  const KernelShape shape = check_cache_call_args(detail::const_view(q), o, lse, options, extents);
   detail::require_apart(detail::byte_range(o, "o"),
                         {detail::byte_range(k, "k"), detail::byte_range(v, "v"),
                          detail::byte_range(cu_seqlens_k, "cu_seqlens_k")});
   detail::require_apart(detail::byte_range(lse, "lse"),
                         {detail::byte_range(k, "k"), detail::byte_range(v, "v"),
                          detail::byte_range(cu_seqlens_k, "cu_seqlens_k")});
-  detail::decode(q, o, lse, options, shape, detail::packed_rows(k, v, cu_seqlens_k.data));
+  detail::decode(detail::const_view(q), o, lse, options, shape,
+                 detail::packed_rows(k, v, cu_seqlens_k.data));
 }
 
 }  // namespace MULTIHEAD_ISA_NAMESPACE

@@ -20,9 +20,9 @@ namespace detail {
 
 // A call over sequences of a paged cache: their block tables and lengths, gathered per call
 // into per-thread lists (no allocation once the batch size has been seen).
-template <class Cache>
-void decode_paged(const TensorView<const float>& q, const Cache& cache,
-                  Span<const std::int64_t> sequences, const TensorView<float>& o,
+template <class Q, class Cache, class O>
+void decode_paged(const TensorView<const Q>& q, const Cache& cache,
+                  Span<const std::int64_t> sequences, const TensorView<O>& o,
                   const KernelOptions& options, LseOutput lse) {
   require(sequences.data != nullptr, "sequences: data is null (size ", sequences.size, ")");
   require(sequences.size > 0, "sequences: need at least one sequence id (size ", sequences.size,
@@ -42,14 +42,18 @@ void decode_paged(const TensorView<const float>& q, const Cache& cache,
 
 }  // namespace detail
 
+// Every overload takes q and o of float, bf16 or fp16, as decode_attention over views does.
+//
 // q [cache.batch(), q_len, heads, head_dim] over the cache's length() tokens. With causal
 // masking the queries are the cache's last q_len tokens (append them first). An empty cache
 // gives output 0 and log-sum-exp −inf.
-template <class Storage>
-void decode_attention(const TensorView<const float>& q, const KvCache<Storage>& cache,
-                      const TensorView<float>& o, const KernelOptions& options = {},
+template <class Storage, class Q, class O>
+void decode_attention(const TensorView<Q>& q, const KvCache<Storage>& cache,
+                      const TensorView<O>& o, const KernelOptions& options = {},
                       LseOutput lse = {}) {
-  detail::decode_source(q, cache.kv_rows(), cache.kv_extents(), o, options, lse);
+  detail::check_activation_types<Q, O>();
+  detail::decode_source(detail::const_view(q), cache.kv_rows(), cache.kv_extents(), o, options,
+                        lse);
 }
 
 // MLA decoding: q [cache.batch(), q_len, heads, latent_dim + rope_dim] — the absorbed queries,
@@ -57,32 +61,36 @@ void decode_attention(const TensorView<const float>& q, const KvCache<Storage>& 
 // [cache.batch(), q_len, heads, latent_dim], still to be multiplied by W_UV. The default scale,
 // 1/sqrt(latent_dim + rope_dim), is not MLA's: pass options.scale = 1/sqrt(nope_dim + rope_dim).
 // Causal masking and an empty cache as for a KvCache.
-template <class Storage>
-void decode_attention(const TensorView<const float>& q, const LatentCache<Storage>& cache,
-                      const TensorView<float>& o, const KernelOptions& options = {},
+template <class Storage, class Q, class O>
+void decode_attention(const TensorView<Q>& q, const LatentCache<Storage>& cache,
+                      const TensorView<O>& o, const KernelOptions& options = {},
                       LseOutput lse = {}) {
-  detail::decode_source(q, cache.kv_rows(), cache.kv_extents(), o, options, lse);
+  detail::check_activation_types<Q, O>();
+  detail::decode_source(detail::const_view(q), cache.kv_rows(), cache.kv_extents(), o, options,
+                        lse);
 }
 
 // q [sequences.size, q_len, heads, head_dim]: batch entry b attends over the tokens of paged
 // sequence sequences.data[b], each with its own length (bottom-right causal per sequence;
 // an empty sequence gives output 0 and log-sum-exp −inf). Throws std::invalid_argument, before
 // writing anything, on an unknown or released id or a shape that differs from the cache's.
-template <class Storage>
-void decode_attention(const TensorView<const float>& q, const PagedKvCache<Storage>& cache,
-                      Span<const std::int64_t> sequences, const TensorView<float>& o,
+template <class Storage, class Q, class O>
+void decode_attention(const TensorView<Q>& q, const PagedKvCache<Storage>& cache,
+                      Span<const std::int64_t> sequences, const TensorView<O>& o,
                       const KernelOptions& options = {}, LseOutput lse = {}) {
-  detail::decode_paged(q, cache, sequences, o, options, lse);
+  detail::check_activation_types<Q, O>();
+  detail::decode_paged(detail::const_view(q), cache, sequences, o, options, lse);
 }
 
 // MLA decoding over paged sequences: q [sequences.size, q_len, heads, latent_dim + rope_dim],
 // o [sequences.size, q_len, heads, latent_dim], as for a LatentCache (mind the scale); the
 // sequences as for a PagedKvCache.
-template <class Storage>
-void decode_attention(const TensorView<const float>& q, const PagedLatentCache<Storage>& cache,
-                      Span<const std::int64_t> sequences, const TensorView<float>& o,
+template <class Storage, class Q, class O>
+void decode_attention(const TensorView<Q>& q, const PagedLatentCache<Storage>& cache,
+                      Span<const std::int64_t> sequences, const TensorView<O>& o,
                       const KernelOptions& options = {}, LseOutput lse = {}) {
-  detail::decode_paged(q, cache, sequences, o, options, lse);
+  detail::check_activation_types<Q, O>();
+  detail::decode_paged(detail::const_view(q), cache, sequences, o, options, lse);
 }
 
 }  // namespace MULTIHEAD_ISA_NAMESPACE

@@ -7,6 +7,9 @@
 #if defined(MULTIHEAD_HAS_AVX512)
 #include <immintrin.h>
 
+#include <cstdint>
+#include <cstring>
+
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace simd {
@@ -96,6 +99,47 @@ struct Avx512Ops {
     _mm_storeu_ps(out, _mm512_castps512_ps128(sums));
   }
 };
+
+#if defined(MULTIHEAD_HAS_AVX512BF16)
+// The bf16 dot product of AVX-512 BF16 (vdpbf16ps, twice the fp32 FMA's rate): vectors of 16
+// pairs of bf16 values, pair i in 32-bit lane i (its first value in the low half, as two
+// consecutive bf16 values lie in memory). dot(acc, a, b) adds a.first·b.first + a.second·b.second
+// to each lane of acc: bf16 × bf16 products are exact in fp32 and each addition rounds to
+// nearest even, as two fp32 FMAs would (subnormal inputs and results are taken as zero).
+struct Avx512Bf16Pairs {
+  using V = __m512;
+  using Pairs = __m512i;
+  static constexpr int W = 16;
+
+  static Pairs load(const std::uint32_t* p) { return _mm512_load_si512(p); }
+  static Pairs broadcast(const std::uint32_t* p) { return _mm512_set1_epi32(int(*p)); }
+  static Pairs broadcast(const bf16* p) {  // the pair p[0], p[1]
+    std::uint32_t pair;
+    std::memcpy(&pair, p, sizeof pair);
+    return _mm512_set1_epi32(int(pair));
+  }
+  static V dot(V acc, Pairs a, Pairs b) {
+    return _mm512_dpbf16_ps(acc, reinterpret_cast<__m512bh&>(a), reinterpret_cast<__m512bh&>(b));
+  }
+  // first and second rounded to bf16 (nearest even; subnormals to zero) and paired lane by lane.
+  static Pairs round_pairs(V first, V second) {
+    const __m256bh a = _mm512_cvtneps_pbh(first), b = _mm512_cvtneps_pbh(second);
+    return pair(reinterpret_cast<const __m256i&>(a), reinterpret_cast<const __m256i&>(b));
+  }
+  static void store(std::uint32_t* p, Pairs x) { _mm512_store_si512(p, x); }
+  // W columns of two bf16 rows as pairs: out[c] = (first[c], second[c]).
+  static void interleave(const bf16* first, const bf16* second, std::uint32_t* out) {
+    _mm512_storeu_si512(out, pair(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(first)),
+                                  _mm256_loadu_si256(reinterpret_cast<const __m256i*>(second))));
+  }
+
+ private:
+  // 16 bf16 values of a and of b as pairs (a[i], b[i]): AVX-512F alone, no word shuffles.
+  static Pairs pair(__m256i a, __m256i b) {
+    return _mm512_or_si512(_mm512_cvtepu16_epi32(a), _mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
+  }
+};
+#endif  // MULTIHEAD_HAS_AVX512BF16
 
 }  // namespace simd
 }  // namespace MULTIHEAD_ISA_NAMESPACE
