@@ -1,5 +1,6 @@
 // compare_variants: builds MHA, GQA, MQA and MLA layers of one model size and compares what they
-// cost: parameters and the time of a prefill over random input; then, per cache storage (fp32,
+// cost: parameters and the time of a prefill over random input, with the attention in fp32 and
+// in bf16 (and the bf16 output's error against fp32's); then, per cache storage (fp32,
 // bf16, int8 = q8, int4 = q4), the cache's bytes per token and at a context length, the time of
 // a decode step — one token through the whole layer (projections, cache append, attention over
 // the context) — and what the storage changes in that step's output against an fp32 cache.
@@ -388,10 +389,12 @@ void judge_drift(const char* what, const char* unit, double before, double after
 }
 
 struct PrefillRow {
-  std::string name;
+  std::string name, attention;  // attention: "fp32", or "bf16" (Precision::bf16)
   long long heads, groups, parameters;
   double flops;  // per prefill: see prefill_flops
   Timing time;
+  // bf16: the output against the fp32 prefill's on the same input, ||y - y_fp32|| / ||y_fp32||.
+  double error = 0.0;
   double flops_per_second() const { return flops / time.median(); }
 };
 
@@ -408,12 +411,14 @@ struct DecodeRow {
 
 // The forward options of a layer: ForwardOptions for the dense ones, LatentForwardOptions for MLA.
 template <class Layer>
-auto forward_options(const Layer&, const Settings& settings) {
+auto forward_options(const Layer&, const Settings& settings,
+                     multihead::Precision precision = multihead::Precision::fp32) {
   using Options = std::conditional_t<std::is_same_v<Layer, multihead::MLA>,
                                      multihead::LatentForwardOptions, multihead::ForwardOptions>;
   Options options;
   options.threads = settings.threads;
   options.kernel = settings.kernel;
+  options.precision = precision;
   return options;
 }
 
@@ -443,15 +448,21 @@ double prefill_flops(const Layer& layer, long long tokens) {
 }
 
 template <class Layer>
-PrefillRow measure_prefill(const char* name, Layer& layer, const Settings& settings, Log& log) {
+PrefillRow measure_prefill(const char* name, Layer& layer, const Settings& settings, Log& log,
+                           multihead::Precision precision) {
   using namespace multihead;
   const RowMatrix x = RowMatrix::Random(settings.tokens, layer.config().model_dim);
   RowMatrix y;
-  const auto options = forward_options(layer, settings);
-  PrefillRow row{name, layer.config().heads, kv_groups_of(layer.config()),
+  const auto options = forward_options(layer, settings, precision);
+  const bool bf16 = precision == Precision::bf16;
+  PrefillRow row{name, bf16 ? "bf16" : "fp32", layer.config().heads, kv_groups_of(layer.config()),
                  layer.parameter_count(), prefill_flops(layer, settings.tokens),
                  time_runs(kPrefillWarmups, kPrefillRuns, [&] { layer.forward(x, y, options); })};
   log.judge("prefills", row.time);
+  if (bf16) {
+    const RowMatrix exact = layer.forward(x, forward_options(layer, settings));
+    row.error = (y - exact).norm() / exact.norm();
+  }
   return row;
 }
 
@@ -564,8 +575,11 @@ void measure(const char* name, const Config& config, const Settings& settings, L
   Layer layer(config);
   prefill.push_back(log.stage(format("%s: prefill of %lld tokens", name, settings.tokens), [&] {
     layer.init_random(42);
-    return measure_prefill(name, layer, settings, log);
+    return measure_prefill(name, layer, settings, log, multihead::Precision::fp32);
   }));
+  prefill.push_back(
+      log.stage(format("%s: prefill of %lld tokens, attention in bf16", name, settings.tokens),
+                [&] { return measure_prefill(name, layer, settings, log, multihead::Precision::bf16); }));
   decode.push_back(
       log.stage(format("%s: decode over an fp32 cache of %lld tokens", name, settings.context),
                 [&] { return measure_decode<float>(name, "fp32", layer, settings, log); }));
@@ -702,10 +716,12 @@ void print_peaks(const Results& r) {
 
 void print_prefill_row(const PrefillRow& row, const Results& r) {
   const double median = row.time.median();
-  std::printf("%-8s %6lld %10lld %11.1fM %11.1f %6.1f %10.0f %9.1f %8.2f\n", row.name.c_str(),
-              row.heads, row.groups, row.parameters / 1e6, median * 1e3, 100 * row.time.spread(),
+  std::printf("%-8s %9s %6lld %10lld %11.1fM %11.1f %6.1f %10.0f %9.1f %8.2f %9s\n",
+              row.name.c_str(), row.attention.c_str(), row.heads, row.groups,
+              row.parameters / 1e6, median * 1e3, 100 * row.time.spread(),
               r.settings.tokens / median, row.flops_per_second() / 1e9,
-              row.flops_per_second() / r.peaks.flops_per_second());
+              row.flops_per_second() / r.peaks.flops_per_second(),
+              row.error > 0 ? format("%.1e", row.error).c_str() : "-");
 }
 
 void print_decode_row(const DecodeRow& row, const Results& r) {
@@ -733,8 +749,9 @@ void print_tables(const Results& r, const std::vector<std::string>& warnings) {
   print_peaks(r);
 
   std::printf("\nPrefill of %lld tokens:\n", s.tokens);
-  std::printf("%-8s %6s %10s %12s %11s %6s %10s %9s %8s\n", "variant", "heads", "kv groups",
-              "parameters", "prefill ms", "IQR%", "tokens/s", "GFLOP/s", "of peak");
+  std::printf("%-8s %9s %6s %10s %12s %11s %6s %10s %9s %8s %9s\n", "variant", "attention",
+              "heads", "kv groups", "parameters", "prefill ms", "IQR%", "tokens/s", "GFLOP/s",
+              "of peak", "error");
   for (const PrefillRow& row : r.prefill) print_prefill_row(row, r);
 
   std::printf("\nDecode, one sequence, one token per step, at a context of %lld tokens:\n",
@@ -758,7 +775,7 @@ void print_tables(const Results& r, const std::vector<std::string>& warnings) {
       "\nKV bytes: what one layer caches per token (MLA: its latent and RoPE key). Prefill: "
       "median of %d runs;\nGFLOP/s counts 2 per multiply-add of the projections "
       "(2 x tokens x weights) and of causal attention\n(tokens x (tokens + 1) / 2 pairs x "
-      "heads x (q.k + v dims)), over the FMA peak. Decode: median of %d steps;\na step "
+      "heads x (q.k + v dims)), over the FMA peak. attention bf16: Q, K and V rounded to bf16 for\nthe attention (Precision::bf16, on the bf16 dot product where the CPU has one); error: its\noutput against the fp32 prefill's, ||y - y_fp32|| / ||y_fp32||. Decode: median of %d steps;\na step "
       "runs the whole layer and reads the cache with decode_attention (MLA: absorbed, over "
       "the latents).\nGB/s: the fp32 weights and the cache a step reads, over its time, "
       "against the read peak. MLA: latent %lld,\nRoPE key %lld, heads %lld + %lld for q.k "
@@ -935,6 +952,8 @@ void write_json(std::FILE* out, const Results& r, const Log& log) {
     const double median = row.time.median();
     json.open(nullptr, '{', true)
         .value("variant", row.name)
+        .value("attention", row.attention)
+        .value("error_against_fp32", row.error)
         .value("heads", static_cast<double>(row.heads))
         .value("kv_groups", static_cast<double>(row.groups))
         .value("parameters", static_cast<double>(row.parameters))

@@ -141,7 +141,7 @@ void check_output_memory(const TensorView<const Q>& q, const TensorView<O>& o,
 // Checks every argument of a kernel call and returns its shape; throws std::invalid_argument
 // naming the offending argument and values before anything is written. KV: the element type of
 // K and V; Q and O: the element types of the queries and outputs (each float, bf16 or fp16).
-template <class Q, class KV, class O>
+template <class KV, class Q, class O>  // KV first: check_kernel_args<KV>(…) reads as before
 KernelShape check_kernel_args(const TensorView<const Q>& q, const TensorView<const KV>& k,
                               const TensorView<const KV>& v, const TensorView<O>& o,
                               const LseOutput& lse, const KernelOptions& options) {

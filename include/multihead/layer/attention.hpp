@@ -38,6 +38,7 @@
 #include "../cache/kv_cache.hpp"
 #include "../core/parallel.hpp"
 #include "config.hpp"
+#include "precision.hpp"
 #include "projection.hpp"
 #include "rope.hpp"
 #include "variant.hpp"
@@ -63,6 +64,8 @@ struct ForwardOptions {
   std::int64_t batch = 1;
   int threads = 0;         // 0: all OpenMP threads
   KernelChoice kernel = KernelChoice::fused;
+  // Attention over fresh tokens in fp32, or on Q, K and V rounded to bf16 (precision.hpp).
+  Precision precision = Precision::fp32;
 };
 
 
@@ -112,6 +115,12 @@ class Attention {
     check_buffer(projection_name(p), data, size, out_features(p) * in_features(p));
     weight_ref(p) = Eigen::Map<const RowMatrix>(data, out_features(p), in_features(p));
   }
+  // The same from bf16 or fp16 values, widened to fp32 at load (precision.hpp).
+  template <class T, class = std::enable_if_t<is_half_type_v<T>>>
+  void set_weight(Projection p, const T* data, std::int64_t size) {
+    check_buffer(projection_name(p), data, size, out_features(p) * in_features(p));
+    detail::widen_into(data, size, out_features(p), in_features(p), weight_ref(p));
+  }
 
   // Sets all four weights, checking every shape before changing any.
   void set_weights(const Eigen::Ref<const RowMatrix>& wq, const Eigen::Ref<const RowMatrix>& wk,
@@ -134,6 +143,13 @@ class Attention {
                     " bias: the layer was configured without biases (config.bias = false)");
     check_buffer(projection_name(p), data, size, out_features(p));
     bias_ref(p) = Eigen::Map<const Eigen::VectorXf>(data, size);
+  }
+  template <class T, class = std::enable_if_t<is_half_type_v<T>>>
+  void set_bias(Projection p, const T* data, std::int64_t size) {
+    detail::require(config_.bias, projection_name(p),
+                    " bias: the layer was configured without biases (config.bias = false)");
+    check_buffer(projection_name(p), data, size, out_features(p));
+    detail::widen_into(data, size, out_features(p), 1, bias_ref(p));
   }
 
   // Fills weights and biases as nn.Linear's default initialisation does: uniform in
@@ -163,8 +179,18 @@ class Attention {
     const int threads = resolve_threads(options.threads);
     project_inputs(x, threads);
     rotate(batch, tokens, 0);
-    attend_fresh(batch, tokens, options.kernel, threads);
+    attend_fresh(batch, tokens, options, threads);
     detail::project(attended_, wo_, bo_, y, threads);
+  }
+
+  // forward(x) over bf16 or fp16 rows: x and y [rows, model_dim] row-major, `rows` = x.size /
+  // model_dim; x is widened into an fp32 workspace, y rounded from one (y may be x itself).
+  template <class T, class = std::enable_if_t<is_half_type_v<T>>>
+  void forward(Span<const T> x, Span<T> y, const ForwardOptions& options = {}) {
+    const std::int64_t rows = detail::check_half_rows(x, y, config_.model_dim);
+    detail::widen_into(x.data, x.size, rows, config_.model_dim, x32_);
+    forward(x32_, y32_, options);
+    convert(y32_.data(), y.data, y.size);
   }
 
   // Incremental forward: x [cache.batch()·tokens, model_dim] holds the next `tokens` tokens of
@@ -206,7 +232,7 @@ class Attention {
     cache.append(view(k_, batch, tokens, config_.kv_groups, config_.head_dim),
                  view(v_, batch, tokens, config_.kv_groups, config_.v_dim()));
     if (prefill) {
-      attend_fresh(batch, tokens, options.kernel, threads);
+      attend_fresh(batch, tokens, options, threads);
     } else {
       decode_attention(view(q_, batch, tokens, config_.heads, config_.head_dim), cache,
                        output_view(batch, tokens), kernel_options(threads));
@@ -221,6 +247,16 @@ class Attention {
     RowMatrix y;
     forward(x, cache, y, options);
     return y;
+  }
+
+  // As above over bf16 or fp16 rows, as forward(x, y) takes them.
+  template <class T, class Storage, class = std::enable_if_t<is_half_type_v<T>>>
+  void forward(Span<const T> x, KvCache<Storage>& cache, Span<T> y,
+               const ForwardOptions& options = {}) {
+    const std::int64_t rows = detail::check_half_rows(x, y, config_.model_dim);
+    detail::widen_into(x.data, x.size, rows, config_.model_dim, x32_);
+    forward(x32_, cache, y32_, options);
+    convert(y32_.data(), y.data, y.size);
   }
 
   // Learned parameters: the four weights and, when configured, their biases.
@@ -298,24 +334,30 @@ class Attention {
   }
 
   // Attention of the projected tokens over themselves, into attended_.
-  void attend_fresh(std::int64_t batch, std::int64_t tokens, KernelChoice choice, int threads) {
+  void attend_fresh(std::int64_t batch, std::int64_t tokens, const ForwardOptions& options,
+                    int threads) {
     const std::int64_t d = config_.head_dim, dv = config_.v_dim();
     const auto q = view(q_, batch, tokens, config_.heads, d);
     const auto k = view(k_, batch, tokens, config_.kv_groups, d);
     const auto v = view(v_, batch, tokens, config_.kv_groups, dv);
-    if (choice == KernelChoice::reference)
+    if (options.kernel == KernelChoice::reference)
       reference_attention(q, k, v, output_view(batch, tokens), kernel_options(threads));
+    else if (options.precision == Precision::bf16)
+      bf16_.fused(q, k, v, output_view(batch, tokens), kernel_options(threads));
     else
       fused_attention(q, k, v, output_view(batch, tokens), kernel_options(threads));
   }
 
-  static void check_buffer(const char* name, const float* data, std::int64_t size,
+  template <class T>
+  static void check_buffer(const char* name, const T* data, std::int64_t size,
                            std::int64_t expected) {
     detail::require(data != nullptr, name, ": data is null");
     detail::require(size == expected, name, ": buffer size (", size, ") must be ", expected);
   }
 
   LayerConfig config_;
+  detail::Bf16Attention bf16_;  // Precision::bf16's operands
+  RowMatrix x32_, y32_;         // bf16 / fp16 calls' rows, widened
   RowMatrix wq_, wk_, wv_, wo_;
   Eigen::VectorXf bq_, bk_, bv_, bo_;
   // Workspaces reused across calls: the projections of x and the attended heads.

@@ -45,6 +45,7 @@
 #include "../core/parallel.hpp"
 #include "attention.hpp"
 #include "latent_config.hpp"
+#include "precision.hpp"
 #include "projection.hpp"
 #include "rope.hpp"
 #include "variant.hpp"
@@ -89,6 +90,8 @@ struct LatentForwardOptions {
   LatentPath path = LatentPath::automatic;
   // The kernel of the naive path over fresh tokens: fused, or the plain reference.
   KernelChoice kernel = KernelChoice::fused;
+  // Attention over fresh tokens in fp32, or on operands rounded to bf16 (precision.hpp).
+  Precision precision = Precision::fp32;
 };
 
 namespace variant {
@@ -169,12 +172,14 @@ class Attention<variant::Latent> {
 
   // Sets one parameter from a row-major buffer of rows·cols floats (a checkpoint's tensor).
   void set_weight(LatentWeight w, const float* data, std::int64_t size) {
-    require_present(w);
-    const auto shape = weight_shape(w);
-    detail::require(data != nullptr, latent_weight_name(w), ": data is null");
-    detail::require(size == shape[0] * shape[1], latent_weight_name(w), ": buffer size (", size,
-                    ") must be ", shape[0] * shape[1]);
+    const auto shape = check_weight_buffer(w, data, size);
     weights_[index(w)] = Eigen::Map<const RowMatrix>(data, shape[0], shape[1]);
+  }
+  // The same from bf16 or fp16 values, widened to fp32 at load (precision.hpp).
+  template <class T, class = std::enable_if_t<is_half_type_v<T>>>
+  void set_weight(LatentWeight w, const T* data, std::int64_t size) {
+    const auto shape = check_weight_buffer(w, data, size);
+    detail::widen_into(data, size, shape[0], shape[1], weights_[index(w)]);
   }
 
   // Projections as nn.Linear initialises them (uniform in ±1/sqrt(in_features)), RMSNorm
@@ -271,6 +276,18 @@ class Attention<variant::Latent> {
   static bool is_norm(LatentWeight w) {
     return w == LatentWeight::q_a_layernorm || w == LatentWeight::kv_a_layernorm;
   }
+  // A checkpoint tensor for parameter w: present in the config, of weight_shape(w)'s size.
+  template <class T>
+  std::array<std::int64_t, 2> check_weight_buffer(LatentWeight w, const T* data,
+                                                  std::int64_t size) const {
+    require_present(w);
+    const auto shape = weight_shape(w);
+    detail::require(data != nullptr, latent_weight_name(w), ": data is null");
+    detail::require(size == shape[0] * shape[1], latent_weight_name(w), ": buffer size (", size,
+                    ") must be ", shape[0] * shape[1]);
+    return shape;
+  }
+
   void require_present(LatentWeight w) const {
     detail::require(has_weight(w), latent_weight_name(w), ": this layer has no such parameter (",
                     config_.query_latent_dim ? "query compression is on"
@@ -344,13 +361,17 @@ class Attention<variant::Latent> {
       const auto values = TensorView<const float>::strided(latents_.data(), latents_.size(), batch,
                                                            tokens, 1, config_.latent_dim,
                                                            tokens * row, row, config_.latent_dim);
-      fused_attention(latent_query_view(batch, tokens), keys, values,
-                      latent_output_view(batch, tokens), kernel_options(threads));
+      if (options.precision == Precision::bf16)
+        bf16_.fused(latent_query_view(batch, tokens), keys, values,
+                    latent_output_view(batch, tokens), kernel_options(threads));
+      else
+        fused_attention(latent_query_view(batch, tokens), keys, values,
+                        latent_output_view(batch, tokens), kernel_options(threads));
       expand_outputs(threads);
       return;
     }
     up_project(latents_, threads);
-    attend_up_projected(batch, tokens, tokens, options.kernel, threads);
+    attend_up_projected(batch, tokens, tokens, options.kernel, threads, options.precision);
   }
 
   // The naive path over a cache: every cached latent widened and up-projected.
@@ -387,7 +408,8 @@ class Attention<variant::Latent> {
 
   // Dense attention of q_ over k_ and the values in kv_, keys_per_sequence tokens each.
   void attend_up_projected(std::int64_t batch, std::int64_t tokens, std::int64_t keys,
-                           KernelChoice choice, int threads) {
+                           KernelChoice choice, int threads,
+                           Precision precision = Precision::fp32) {
     const LatentConfig& c = config_;
     const std::int64_t per_head = c.nope_dim + c.value_dim;
     const auto q = TensorView<const float>(q_.data(), q_.size(), batch, tokens, c.heads, c.qk_dim());
@@ -400,6 +422,8 @@ class Attention<variant::Latent> {
                                      c.value_dim);
     if (choice == KernelChoice::reference)
       reference_attention(q, k, v, o, kernel_options(threads));
+    else if (tokens == keys && precision == Precision::bf16)
+      bf16_.fused(q, k, v, o, kernel_options(threads));
     else if (tokens == keys)
       fused_attention(q, k, v, o, kernel_options(threads));
     else
@@ -451,6 +475,7 @@ class Attention<variant::Latent> {
 
   LatentConfig config_;
   std::array<RowMatrix, kLatentWeights> weights_;  // by LatentWeight; absent ones stay empty
+  detail::Bf16Attention bf16_;  // Precision::bf16's operands
   std::optional<RopeTable> rope_;                   // when rope_dim > 0; grows with positions
   std::vector<float> alibi_slopes_;                 // when config_.alibi
   Eigen::VectorXf no_bias_;  // empty: no projection of MLA has a bias
