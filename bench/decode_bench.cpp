@@ -144,6 +144,33 @@ class PagedProblem final : public DecodeProblem {
   std::vector<std::int64_t> sequences_;
 };
 
+// A KvCache<bf16> read by bf16 queries into bf16 outputs (the same values as the fp32 problem's,
+// rounded): on the bf16 dot product where the CPU has one.
+class Bf16QueryProblem final : public DecodeProblem {
+ public:
+  explicit Bf16QueryProblem(const Shape& shape)
+      : DecodeProblem(shape),
+        cache_(shape.batch, shape.lkv, shape.groups, shape.d),
+        q16_(std::size_t(shape.q_elements())),
+        o16_(std::size_t(shape.q_elements())) {
+    fill_kv(shape, shape.batch, generator_,
+            [&](const auto& k, const auto& v) { cache_.append(k, v); });
+    multihead::convert(q().data(), q16_.data(), shape.q_elements());
+  }
+
+  void step(const multihead::KernelOptions& options) override {
+    const Shape& s = shape_;
+    multihead::decode_attention(
+        multihead::TensorView<const bf16>(q16_.data(), s.q_elements(), s.batch, s.lq, s.heads, s.d),
+        cache_, multihead::TensorView<bf16>(o16_.data(), s.q_elements(), s.batch, s.lq, s.heads, s.d),
+        options);
+  }
+
+ private:
+  multihead::KvCache<bf16> cache_;
+  std::vector<bf16> q16_, o16_;
+};
+
 // K and V in the head-major layout [batch, groups, tokens, d] (PyTorch's usual cache layout),
 // passed as strided views: each group's rows are contiguous, a token's groups far apart.
 template <class Storage>
@@ -181,6 +208,7 @@ struct DecodeCase {
   Shape shape;
   double kv_value_bytes;  // bytes per cached value (bytes_per_value)
   std::unique_ptr<DecodeProblem> (*make)(const Shape&);
+  bool bf16_queries = false;  // q and o in bf16, the flops on the bf16 dot product
 };
 
 template <template <class> class Problem, class Storage>
@@ -201,7 +229,10 @@ void run_decode(benchmark::State& state, const DecodeCase& c, int threads) {
   options.threads = threads;
 
   const double seconds = timed_loop(state, [&] { problem.step(options); });
-  report_roofline(state, {c.shape.flops(), c.shape.bytes(c.kv_value_bytes)}, peak, seconds);
+  report_roofline(state,
+                  {c.shape.flops(), c.shape.bytes(c.kv_value_bytes, c.bf16_queries ? 2 : 4),
+                   c.bf16_queries},
+                  peak, seconds);
 }
 
 const Shape& decode_shape(const std::string& name) {
@@ -250,6 +281,16 @@ void register_decode_benchmarks() {
   cases.push_back(decode_case<ContiguousProblem, multihead::q4>("D2", d2));
   cases.push_back(decode_case<PagedProblem, float>("D2-paged16", d2));
   cases.push_back(decode_case<PagedProblem, bf16>("D2-paged16", d2));
+  // bf16 queries over a bf16 cache, beside fp32 queries over it: MQA's D2, and C1, a prefill
+  // chunk of 512 tokens over 4096 cached ones (what a server's chunked prefill runs).
+  const Shape& c1 = decode_shape("C1");
+  cases.push_back(decode_case<ContiguousProblem, bf16>("C1", c1));
+  for (const Shape* shape : {&d2, &c1})
+    cases.push_back({std::string(shape->name) + "/bf16-queries", *shape, 2.0,
+                     [](const Shape& s) -> std::unique_ptr<DecodeProblem> {
+                       return std::make_unique<Bf16QueryProblem>(s);
+                     },
+                     true});
 
   for (const DecodeCase& c : cases)
     for (int threads : thread_counts())

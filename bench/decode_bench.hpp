@@ -13,6 +13,10 @@
 //   decode/D2-paged16/<cache>/threads:<n>    D2 over a PagedKvCache of 16-token blocks in random
 //                                            pool order (MQA as a paged server keeps it), to be
 //                                            read against decode/D2; fp32, bf16
+//   decode/C1/bf16/threads:<n>               C1, a prefill chunk over a bf16 KvCache
+//   decode/{D2,C1}/bf16-queries/threads:<n>  the same with q and o in bf16: on the bf16 dot
+//                                            product (read against peak/bf16-dot) where the CPU
+//                                            has one
 //
 // Each reports the counters of report_roofline() for
 //   flops = Shape::flops = 4·heads·L·d: Q·Kᵀ and P·V, 2 flops per multiply-add (batch 1, one

@@ -80,6 +80,10 @@ inline const std::vector<Shape>& decode_shapes() {
       // machine at hand): a kernel that reads each K/V row once for all 32 heads is measured by
       // its FMA rate, one that reads it once per head moves 32 times the bytes.
       {"D2", 1, 32, 1, 128, 1, 32768, false},
+      // C1: a chunk of a long prompt's prefill over the cache of the chunks before it (GQA 32/8,
+      // d = 128, 512 new tokens over 4096 cached), as servers that chunk prefills run it through
+      // decode_attention; counted without the causal mask over the chunk's own tokens.
+      {"C1", 1, 32, 8, 128, 512, 4096, false},
   };
   return shapes;
 }

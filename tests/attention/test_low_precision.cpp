@@ -144,7 +144,8 @@ void check_decode() {
     options.causal = c.visible.causal;
     multihead::decode_attention(p.q_view(), p.k_view(), p.v_view(), p.o_view(), options,
                                 p.lse_out());
-    p.expect_meets_standard(c.visible, false);  // decode widens: fp32 products
+    // The transposed tiles run bf16 queries over bf16 rows on the bf16 products.
+    p.expect_meets_standard(c.visible, std::is_same_v<Q, bf16> && std::is_same_v<KV, bf16>);
   }
 }
 
@@ -169,6 +170,38 @@ TEST(LowPrecisionDecode, CachesTakeBf16Queries) {
                               TensorView<bf16>(o.data(), s.o_size(), s.batch, s.q_len, s.heads,
                                                s.value_dim));
   for (std::size_t i = 0; i < o.size(); ++i) ASSERT_EQ(o[i].bits, p.o[i].bits) << "element " << i;
+}
+
+// Paged sequences in blocks of an odd size: the bf16 products pair the keys of each run apart.
+TEST(LowPrecisionDecode, PagedOddBlocksTakeBf16Queries) {
+  const std::int64_t lengths[] = {100, 37}, heads = 16, d = 64, q_len = 2;
+  multihead::PagedKvCache<bf16> cache(40, 7, 1, d);
+  std::vector<Problem<bf16, bf16, float>> alone;
+  std::vector<std::int64_t> ids;
+  std::vector<bf16> q;
+  for (std::int64_t i = 0; i < 2; ++i) {
+    alone.emplace_back(make_shape(1, q_len, lengths[i], heads, 1, d, d), 60 + i);
+    const Problem<bf16, bf16, float>& p = alone.back();
+    ids.push_back(cache.add_sequence());
+    cache.append(ids.back(),
+                 TensorView<const float>(p.k.exact.data(), lengths[i] * d, 1, lengths[i], 1, d),
+                 TensorView<const float>(p.v.exact.data(), lengths[i] * d, 1, lengths[i], 1, d));
+    q.insert(q.end(), p.q.stored.begin(), p.q.stored.end());
+  }
+  std::vector<float> o(q.size()), lse(std::size_t(2 * heads * q_len));
+  KernelOptions options;
+  options.causal = true;
+  multihead::decode_attention(TensorView<const bf16>(q.data(), std::int64_t(q.size()), 2, q_len, heads, d),
+                              cache, {ids.data(), 2},
+                              TensorView<float>(o.data(), std::int64_t(o.size()), 2, q_len, heads, d),
+                              options, {lse.data(), std::int64_t(lse.size())});
+  for (std::size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE("sequence " + std::to_string(i));
+    Problem<bf16, bf16, float>& p = alone[i];
+    std::copy(o.begin() + std::int64_t(i * p.o.size()), o.begin() + std::int64_t((i + 1) * p.o.size()), p.o.begin());
+    std::copy(lse.begin() + std::int64_t(i * p.lse.size()), lse.begin() + std::int64_t((i + 1) * p.lse.size()), p.lse.begin());
+    p.expect_meets_standard({true, -1}, true);
+  }
 }
 
 // Packed sequences give, bitwise, what each sequence gives alone.

@@ -3,7 +3,9 @@
 // A kernel touches its queries once per block (packing them, widened, into the block's fp32
 // layout) and its outputs once per row (normalised, then narrowed), so their element type is
 // a run-time choice here, a std::variant visited per row, and not a template parameter of the
-// kernels: the tiles are compiled once per K/V storage type, never once per (Q, O) pair.
+// kernels: the tiles are compiled once per K/V storage type, never once per (Q, O) pair. The
+// fused kernel widens its K and V a tile at a time the same way, so it is compiled once for all
+// three (compiled per type, its bf16 and fp16 copies took 50% more time to build the kernels).
 // Everything between the pack and the store runs in fp32.
 #pragma once
 
@@ -12,6 +14,7 @@
 #include <variant>
 
 #include "../core/tensor_view.hpp"
+#include "../simd/convert.hpp"
 #include "../storage/half.hpp"
 
 namespace multihead {
@@ -31,8 +34,10 @@ constexpr const char* element_name() {
 
 namespace detail {
 
-using QueryRows =
+// An input (queries, or a fused call's keys or values) and an output of any of the three types.
+using InputRows =
     std::variant<TensorView<const float>, TensorView<const bf16>, TensorView<const fp16>>;
+using QueryRows = InputRows;
 using OutputRows = std::variant<TensorView<float>, TensorView<bf16>, TensorView<fp16>>;
 
 // Tokens [t0, t0 + count) of batch entry b of a view, as a view of batch 1.
@@ -60,6 +65,17 @@ void check_activation_types() {
 template <class T>
 TensorView<const std::remove_const_t<T>> const_view(const TensorView<T>& view) {
   return view;
+}
+
+// Rows [t0, t0 + count) of head h of batch entry 0 of x, widened into `count` rows of `pitch`
+// floats.
+inline void widen_rows(const InputRows& x, std::int64_t t0, int count, std::int64_t h, float* out,
+                       std::int64_t pitch) {
+  std::visit(
+      [&](const auto& view) {
+        for (int j = 0; j < count; ++j) convert(view.row(0, t0 + j, h), out + j * pitch, view.dim());
+      },
+      x);
 }
 
 // Row (b, t, h) of q, widened and multiplied by `scale`: dim values to out[p · step].

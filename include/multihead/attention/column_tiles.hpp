@@ -49,6 +49,60 @@ inline void pack_transposed_rows(const QueryRows& q, std::int64_t b, std::int64_
   }
 }
 
+// ---- The operands of the bf16 products in pairs (products.hpp) -----------------------------------
+
+// Rows [r0, r0 + rows) of KV group g's row space of batch entry b of a bf16 q, transposed in
+// pairs along the head dim: qp[p / 2 · kRows + r] = (q[r][p], q[r][p + 1]); rows past `rows`
+// are zero.
+template <int kRows>
+void pack_query_pairs(const TensorView<const bf16>& q, std::int64_t b, std::int64_t g,
+                      std::int64_t group_size, std::int64_t r0, int rows, std::int64_t d,
+                      std::uint32_t* qp) {
+  for (int r = 0; r < kRows; ++r) {
+    if (r >= rows) {
+      for (std::int64_t p = 0; p < d; p += 2) qp[p / 2 * kRows + r] = 0;
+      continue;
+    }
+    const RowSite at = row_site(g, r0 + r, group_size);
+    const bf16* source = q.row(b, at.position, at.head);
+    for (std::int64_t p = 0; p < d; p += 2)
+      qp[p / 2 * kRows + r] = std::uint32_t{source[p].bits} | std::uint32_t{source[p + 1].bits} << 16;
+  }
+}
+
+#if defined(MULTIHEAD_HAS_AVX512BF16)
+// The probabilities of a tile, St[key][rows] in fp32, rounded to bf16 in pairs of keys:
+// pp[j / 2 · kRows + r] = (P[j][r], P[j + 1][r]), an odd tile's last pair with a zero.
+template <int kRows>
+void pack_probability_pairs(const float* st, int keys, std::uint32_t* pp) {
+  using Pairs = simd::Avx512Bf16Pairs;
+  for (int j = 0; j < keys; j += 2)
+    for (int v = 0; v < kRows; v += Pairs::W) {
+      const __m512 first = _mm512_load_ps(st + j * kRows + v);
+      const __m512 second = j + 1 < keys ? _mm512_load_ps(st + (j + 1) * kRows + v) : _mm512_setzero_ps();
+      Pairs::store(pp + j / 2 * kRows + v, Pairs::round_pairs(first, second));
+    }
+}
+
+// `keys` bf16 V rows (`stride` apart) in pairs of keys: vp[j / 2 · dv + c] = (V[j][c],
+// V[j + 1][c]), an odd tile's last pair with a zero.
+inline void interleave_value_pairs(const bf16* v, std::int64_t stride, int keys, std::int64_t dv,
+                                   std::uint32_t* vp) {
+  using Pairs = simd::Avx512Bf16Pairs;
+  alignas(64) static constexpr bf16 kZeros[Pairs::W] = {};
+  for (int j = 0; j < keys; j += 2) {
+    const bf16* first = v + j * stride;
+    const bf16* second = j + 1 < keys ? v + (j + 1) * stride : nullptr;
+    std::uint32_t* out = vp + j / 2 * dv;
+    std::int64_t c = 0;
+    for (; c + Pairs::W <= dv; c += Pairs::W)
+      Pairs::interleave(first + c, second != nullptr ? second + c : kZeros, out + c);
+    for (; c < dv; ++c)
+      out[c] = std::uint32_t{first[c].bits} | (second != nullptr ? std::uint32_t{second[c].bits} << 16 : 0);
+  }
+}
+#endif
+
 // D, DV: head and value dims fixed at compile time (64, 128, 256), or 0 for "any, at run time".
 // Fixed dims let the compiler schedule the dim loops fully and drop remainder handling.
 // ROWS_NV: vectors of rows per block, the ISA's choice unless a caller has fewer rows (decoding
@@ -259,6 +313,23 @@ struct Tiles {
     pv_visible(ot, pt, keys, v0, v_stride, dv, alpha);
   }
 
+#if defined(MULTIHEAD_HAS_AVX512BF16)
+  // The output update of a tile on the bf16 products: Pt (fp32) rounded into pairs at pp, the
+  // bf16 V rows interleaved into pairs at vp, then pv_tile; a masked tile whose V holds a
+  // non-finite value takes pv_visible from the fp32 probabilities instead.
+  template <class Fetch>
+  static void pv_pairs(float* ot, const float* pt, int keys, const bf16* v0, std::int64_t v_stride,
+                       std::int64_t dv, const V* alpha, bool masked, std::uint32_t* pp,
+                       std::uint32_t* vp, Fetch& next) {
+    const std::int64_t columns = DV ? DV : dv;
+    if (masked && !values_finite(v0, v_stride, keys, columns))
+      return pv_visible(ot, pt, keys, v0, v_stride, dv, alpha);
+    pack_probability_pairs<BR>(pt, keys, pp);
+    interleave_value_pairs(v0, v_stride, keys, columns, vp);
+    pv_tile(ot, pp, keys, vp, columns, dv, alpha, next);
+  }
+#endif
+
   // The scalar output update of a tile over the keys each row sees (visible_values.hpp), from
   // fp32 probabilities Pt and V rows of any codec S.
   template <class S>
@@ -275,18 +346,21 @@ struct Tiles {
   }
 };
 
-// The decode kernel's path for many rows: the transposed tiles above.
-template <class Ops, int D, int DV, int NV>
+// The decode kernel's path for many rows: the transposed tiles above. With the bf16 products
+// (Pr = Bf16PairProducts: bf16 queries over bf16 rows, AVX-512 BF16), K rows are read in place,
+// Qᵀ is packed in pairs and each run's P and V are paired before its P·V (products.hpp).
+template <class Ops, int D, int DV, int NV, class Pr = FloatProducts<Ops>>
 class ColumnTiles {
-  using T = Tiles<Ops, D, DV, NV>;
+  using T = Tiles<Ops, D, DV, NV, Pr>;
   using V = typename Ops::V;
   static constexpr int W = Ops::W, BR = T::BR, MRJ = T::MRJ, MRC = T::MRC;
+  static constexpr bool kPairs = Pr::kStep == 2;
 
  public:
   static constexpr int BC = T::BC;
 
   static std::int64_t scratch_floats(int, std::int64_t d, std::int64_t dv) {
-    return (d + BC + dv + 3) * BR + dv;
+    return (d + BC + dv + 3) * BR + dv + (kPairs ? 16 + BC / 2 * (BR + dv) : 0);
   }
 
   ColumnTiles(float* scratch, int rows, std::int64_t d, std::int64_t dv)
@@ -297,12 +371,15 @@ class ColumnTiles {
     limit_ = ot_ + dv_ * BR;
     max_sum_ = limit_ + BR;
     row_ = max_sum_ + 2 * BR;
+    pp_ = reinterpret_cast<std::uint32_t*>(row_ + round_up(dv_, 16));  // aligned, as Pᵀ loads want
+    vp_ = pp_ + BC / 2 * BR;
   }
 
   // The transposed tiles broadcast K/V elements one by one: they read float rows in place
-  // (kReads) and need bf16 / fp16 rows widened into a tile first.
+  // (kReads) and need bf16 / fp16 rows widened into a tile first; paired, they read bf16 rows.
   template <class S>
-  static constexpr bool kReads = std::is_same_v<S, float>;
+  static constexpr bool kReads = std::is_same_v<S, typename Pr::Key>;
+  static constexpr bool kWidens = !kPairs;  // paired, never handed a widened tile
   bool reads_in_place() const { return true; }
   std::int64_t key_pitch() const { return d_; }
   std::int64_t value_pitch() const { return dv_; }
@@ -316,7 +393,11 @@ class ColumnTiles {
     pr.pass->block_rows(block_, at.b, at.g, at.r0, rows_, BR, pr.shape.q_len, at.length);
     for (int r = 0; r < BR; ++r)
       pr.pass->start(block_, r, at.first_split, max_sum_[r], max_sum_[BR + r]);
-    pack_transposed_rows(pr.q, at.b, at.g, pr.shape.group_size(), at.r0, rows_, BR, d_, qt_);
+    if constexpr (kPairs)
+      pack_query_pairs<BR>(std::get<TensorView<const bf16>>(pr.q), at.b, at.g,
+                           pr.shape.group_size(), at.r0, rows_, d_, query());
+    else
+      pack_transposed_rows(pr.q, at.b, at.g, pr.shape.group_size(), at.r0, rows_, BR, d_, qt_);
     std::fill(ot_, ot_ + dv_ * BR, 0.0f);
     for (int v = 0; v < NV; ++v) {
       m_[v] = Ops::load(max_sum_ + v * W);
@@ -334,11 +415,12 @@ class ColumnTiles {
   template <class E>
   void scores(const E* k, std::int64_t k_stride, int keys, std::int64_t j0, int offset,
               PrefetchCursor& ahead) {
-    static_assert(std::is_same_v<E, float>, "transposed tiles read float rows");
+    static_assert(std::is_same_v<E, typename Pr::Key>, "transposed tiles read float rows "
+                                                       "(bf16 rows with the bf16 products)");
     if (offset == 0)
       for (int v = 0; v < NV; ++v) tile_max_[v] = Ops::set1(simd::negative_infinity);
     if (offset == 0) masked_ = false;
-    masked_ |= T::scored_tile(*pr_->pass, block_, j0, qt_, k, k_stride, d_, pr_->scale, keys,
+    masked_ |= T::scored_tile(*pr_->pass, block_, j0, query(), k, k_stride, d_, pr_->scale, keys,
                               limit_, st_ + offset * BR, tile_max_, ahead);
   }
 
@@ -347,14 +429,19 @@ class ColumnTiles {
   template <class E>
   void accumulate(const E* v, std::int64_t v_stride, int keys, int offset,
                   PrefetchCursor& ahead) {
-    static_assert(std::is_same_v<E, float>, "transposed tiles read float rows");
+    static_assert(std::is_same_v<E, typename Pr::Key>, "transposed tiles read float rows "
+                                                       "(bf16 rows with the bf16 products)");
     // Later runs of a tile add to outputs already rescaled by the first: factor 1.
     if (offset > 0)
       for (int x = 0; x < NV; ++x) alpha_[x] = Ops::set1(1.0f);
-    if (masked_)
+    if constexpr (kPairs) {  // each run paired by itself: a pair never spans two runs
+      T::pv_pairs(ot_, st_ + offset * BR, keys, v, v_stride, dv_, alpha_, masked_, pp_, vp_,
+                  ahead);
+    } else if (masked_) {
       T::pv_masked_tile(ot_, st_ + offset * BR, keys, v, v_stride, dv_, alpha_, ahead);
-    else
+    } else {
       T::pv_tile(ot_, st_ + offset * BR, keys, v, v_stride, dv_, alpha_, ahead);
+    }
   }
 
   // The state after the last tile, row by row: finish() spills the running max and sum.
@@ -365,6 +452,12 @@ class ColumnTiles {
       Ops::store(max_sum_ + BR + v * W, l_[v]);
     }
   }
+  // Qᵀ as the products read it: floats, or pairs in the same place.
+  const typename Pr::Element* query() const {
+    return reinterpret_cast<const typename Pr::Element*>(qt_);
+  }
+  typename Pr::Element* query() { return reinterpret_cast<typename Pr::Element*>(qt_); }
+
   const float* out(int r) const {  // gathered from the transposed output; valid until next call
     for (std::int64_t c = 0; c < dv_; ++c) row_[c] = ot_[c * BR + r];
     return row_;
@@ -376,6 +469,7 @@ class ColumnTiles {
   int rows_;
   std::int64_t d_, dv_;
   float *qt_, *st_, *ot_, *limit_, *max_sum_, *row_;
+  std::uint32_t *pp_, *vp_;  // paired: a run's P and V
   const DecodeProblem* pr_ = nullptr;
   BlockRows block_;  // the block's rows and the keys they see
   bool masked_ = false;  // some row of the block hides some key of the current tile

@@ -19,7 +19,10 @@
 //    (column_tiles.hpp; the row-major ones: row_tiles.hpp), with as many row vectors as the block needs.
 //  - Storage. Rows are read through their codec (storage/codec.hpp): the row-major tiles read
 //    float, bf16 and fp16 rows in place, widening as they load; the transposed tiles get bf16 /
-//    fp16 rows widened a tile at a time into a per-thread buffer. Every product runs in fp32.
+//    fp16 rows widened a tile at a time into a per-thread buffer. Every product runs in fp32,
+//    except bf16 queries over bf16 rows on the transposed tiles with AVX-512 BF16, which run on
+//    the bf16 dot product as the fused kernel does (rows read in place, each run's P and V
+//    paired; products.hpp).
 //  - Sources. Every K/V layout reaches the kernel as a KvRows (kv_source.hpp): views here,
 //    packed sequences in varlen.hpp, caches in cache/decode.hpp.
 //  - Tiles of up to BC tokens (fewer when kv_groups is large, to stay in L2), gathered in a
@@ -54,6 +57,19 @@ namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace detail {
 
+// The transposed tiles with as many row vectors as a block needs.
+template <class Ops, int D, int DV, class Pr, class Source>
+void run_column_tiles(const DecodeProblem& pr, const Source& source, std::int64_t vectors,
+                      int threads) {
+  constexpr int W = Ops::W, NV = Blocking<Ops>::NV;
+  if (vectors == 1)
+    run_decode_blocks<ColumnTiles<Ops, D, DV, 1, Pr>>(pr, source, W, threads);
+  else if (vectors == 2 || NV == 2)
+    run_decode_blocks<ColumnTiles<Ops, D, DV, 2, Pr>>(pr, source, 2 * W, threads);
+  else if constexpr (NV >= 3)
+    run_decode_blocks<ColumnTiles<Ops, D, DV, 3, Pr>>(pr, source, 3 * W, threads);
+}
+
 template <class Ops, int D, int DV, class Source>
 void run_decode_dims(const DecodeProblem& pr, const Source& source, int threads) {
   constexpr int W = Ops::W, NV = Blocking<Ops>::NV;
@@ -68,12 +84,14 @@ void run_decode_dims(const DecodeProblem& pr, const Source& source, int threads)
   }
   const std::int64_t blocks = (rows_total + W * NV - 1) / (W * NV);
   const std::int64_t vectors = (round_up(rows_total, blocks) / blocks + W - 1) / W;
-  if (vectors == 1)
-    run_decode_blocks<ColumnTiles<Ops, D, DV, 1>>(pr, source, W, threads);
-  else if (vectors == 2 || NV == 2)
-    run_decode_blocks<ColumnTiles<Ops, D, DV, 2>>(pr, source, 2 * W, threads);
-  else if constexpr (NV >= 3)
-    run_decode_blocks<ColumnTiles<Ops, D, DV, 3>>(pr, source, 3 * W, threads);
+#if defined(MULTIHEAD_HAS_AVX512BF16)
+  // bf16 queries over bf16 rows of an even head dim: the bf16 products (products.hpp).
+  if constexpr (std::is_same_v<typename Source::storage_type, bf16>) {
+    if (std::holds_alternative<TensorView<const bf16>>(pr.q) && pr.shape.head_dim % 2 == 0)
+      return run_column_tiles<Ops, D, DV, Bf16PairProducts>(pr, source, vectors, threads);
+  }
+#endif
+  run_column_tiles<Ops, D, DV, FloatProducts<Ops>>(pr, source, vectors, threads);
 }
 
 // Head dim 128 (the common decoder head) and MLA's absorbed 576 / 512 (DeepSeek-V2 and V3) get

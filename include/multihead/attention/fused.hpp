@@ -96,74 +96,18 @@ class FusedWorkspace {
   std::uint32_t *qpairs_ = nullptr, *pairs_ = nullptr, *pairs_values_ = nullptr;
 };
 
-// ---- The operands of the bf16 products in pairs (products.hpp) -----------------------------------
-
-// Rows [r0, r0 + rows) of KV group g's row space of a bf16 q (batch entry 0), transposed in pairs
-// along the head dim: qp[p / 2 · kRows + r] = (q[r][p], q[r][p + 1]); rows past `rows` are zero.
-template <int kRows>
-void pack_query_pairs(const TensorView<const bf16>& q, std::int64_t g, std::int64_t group_size,
-                      std::int64_t r0, int rows, std::int64_t d, std::uint32_t* qp) {
-  for (int r = 0; r < kRows; ++r) {
-    if (r >= rows) {
-      for (std::int64_t p = 0; p < d; p += 2) qp[p / 2 * kRows + r] = 0;
-      continue;
-    }
-    const RowSite at = row_site(g, r0 + r, group_size);
-    const bf16* source = q.row(0, at.position, at.head);
-    for (std::int64_t p = 0; p < d; p += 2)
-      qp[p / 2 * kRows + r] = std::uint32_t{source[p].bits} | std::uint32_t{source[p + 1].bits} << 16;
-  }
-}
-
-#if defined(MULTIHEAD_HAS_AVX512BF16)
-// The probabilities of a tile, St[key][rows] in fp32, rounded to bf16 in pairs of keys:
-// pp[j / 2 · kRows + r] = (P[j][r], P[j + 1][r]), an odd tile's last pair with a zero.
-template <int kRows>
-void pack_probability_pairs(const float* st, int keys, std::uint32_t* pp) {
-  using Pairs = simd::Avx512Bf16Pairs;
-  for (int j = 0; j < keys; j += 2)
-    for (int v = 0; v < kRows; v += Pairs::W) {
-      const __m512 first = _mm512_load_ps(st + j * kRows + v);
-      const __m512 second = j + 1 < keys ? _mm512_load_ps(st + (j + 1) * kRows + v) : _mm512_setzero_ps();
-      Pairs::store(pp + j / 2 * kRows + v, Pairs::round_pairs(first, second));
-    }
-}
-
-// `keys` bf16 V rows (`stride` apart) in pairs of keys: vp[j / 2 · dv + c] = (V[j][c],
-// V[j + 1][c]), an odd tile's last pair with a zero.
-inline void interleave_value_pairs(const bf16* v, std::int64_t stride, int keys, std::int64_t dv,
-                                   std::uint32_t* vp) {
-  using Pairs = simd::Avx512Bf16Pairs;
-  alignas(64) static constexpr bf16 kZeros[Pairs::W] = {};
-  for (int j = 0; j < keys; j += 2) {
-    const bf16* first = v + j * stride;
-    const bf16* second = j + 1 < keys ? v + (j + 1) * stride : nullptr;
-    std::uint32_t* out = vp + j / 2 * dv;
-    std::int64_t c = 0;
-    for (; c + Pairs::W <= dv; c += Pairs::W)
-      Pairs::interleave(first + c, second != nullptr ? second + c : kZeros, out + c);
-    for (; c < dv; ++c)
-      out[c] = std::uint32_t{first[c].bits} | (second != nullptr ? std::uint32_t{second[c].bits} << 16 : 0);
-  }
-}
-#endif
-
 // One sequence of a call, its views of batch 1: batch entry `index`, or in a packed (varlen)
 // call the tokens of sequence `index`. lse: where its head 0's log-sum-exps start (heads lie
-// lse_stride apart), or null. S: the element type of K and V.
-template <class S>
+// lse_stride apart), or null. K and V: of one element type.
 struct FusedSequence {
-  QueryRows q;
-  TensorView<const S> k, v;
+  InputRows q, k, v;
   OutputRows o;
   float* lse;
   std::int64_t lse_stride, index, q_len, kv_len;
 };
 
-template <class S>
 struct FusedProblem {
-  QueryRows q;
-  TensorView<const S> k, v;
+  InputRows q, k, v;
   OutputRows o;
   float* lse;
   KernelShape shape;  // packed: batch 1, q_len and kv_len the token totals
@@ -176,7 +120,7 @@ struct FusedProblem {
   std::int64_t packed = 0;  // the number of packed sequences
 
   std::int64_t sequences() const { return cu_q != nullptr ? packed : shape.batch; }
-  FusedSequence<S> sequence(std::int64_t i) const {
+  FusedSequence sequence(std::int64_t i) const {
     const std::int64_t h = shape.heads;
     if (cu_q == nullptr)
       return {token_range(q, i, 0, shape.q_len), token_range(k, i, 0, shape.kv_len),
@@ -191,31 +135,21 @@ struct FusedProblem {
   }
 };
 
-// Rows [j0, j0 + keys) of KV group g of a K or V view, widened into a tile of `pitch` floats
-// per key.
-template <class S>
-void widen_tile(const TensorView<const S>& x, std::int64_t j0, int keys, std::int64_t g,
-                float* tile, std::int64_t pitch) {
-  for (int j = 0; j < keys; ++j) convert(x.row(0, j0 + j, g), tile + j * pitch, x.dim());
-}
-
-// S: the K/V element type. Float rows are read in place; bf16 and fp16 rows are widened a tile
-// at a time (widen_tile), a conversion per element of K and V per block against BR products.
-template <class Ops, int D, int DV, class S>
+// Float K/V rows are read in place; bf16 and fp16 rows are widened a tile at a time
+// (activations.hpp's widen_rows), a conversion per element of K and V per block against BR
+// products, unless the bf16 products read them (Reads::pairs).
+template <class Ops, int D, int DV>
 struct FusedKernel {
   using T = Tiles<Ops, D, DV>;
   using V = typename Ops::V;
   static constexpr int W = Ops::W, NV = T::NV, BR = T::BR, BC = T::BC;
 
-  // Normalises the block's rows and scatters them to o (and lse).
-  static constexpr bool kWidens = !std::is_same_v<S, float>;
-  // bf16 K/V on AVX-512 BF16: with bf16 queries, Q·Kᵀ and P·V run on the bf16 dot product.
-  static constexpr bool kPairs = kHasBf16Products && std::is_same_v<S, bf16>;
 #if defined(MULTIHEAD_HAS_AVX512BF16)
   using Paired = Tiles<Ops, D, DV, NV, Bf16PairProducts>;
 #endif
 
-  static void store_rows(const FusedProblem<S>& pr, const FusedSequence<S>& sq, std::int64_t g,
+  // Normalises the block's rows and scatters them to o (and lse).
+  static void store_rows(const FusedProblem& pr, const FusedSequence& sq, std::int64_t g,
                          std::int64_t r0, int rows, const FusedWorkspace& ws) {
     const std::int64_t gs = pr.shape.group_size();
     const float* max = ws.max_sum;
@@ -227,10 +161,22 @@ struct FusedKernel {
     }
   }
 
-  // One query block: sequence sq, KV group g, rows [r0, r0 + rows); with `pairs`, on the bf16
-  // products (kPairs only).
-  static void block(const FusedProblem<S>& pr, const FusedSequence<S>& sq, std::int64_t g,
-                    std::int64_t r0, int rows, FusedWorkspace& ws, bool pairs) {
+  // How a call reads its K and V: in place (float), widened a tile at a time (bf16, fp16), or
+  // in place on the bf16 products (bf16 Q, K and V on AVX-512 BF16, an even head dim).
+  enum class Reads { in_place, widened, pairs };
+  static Reads reads(const FusedProblem& pr) {
+    const auto is_bf16 = [](const InputRows& x) {
+      return std::holds_alternative<TensorView<const bf16>>(x);
+    };
+    if (kHasBf16Products && is_bf16(pr.q) && is_bf16(pr.k) && pr.shape.head_dim % 2 == 0)
+      return Reads::pairs;
+    return std::holds_alternative<TensorView<const float>>(pr.k) ? Reads::in_place
+                                                                 : Reads::widened;
+  }
+
+  // One query block: sequence sq, KV group g, rows [r0, r0 + rows).
+  static void block(const FusedProblem& pr, const FusedSequence& sq, std::int64_t g,
+                    std::int64_t r0, int rows, FusedWorkspace& ws, Reads how) {
     const KernelShape& s = pr.shape;
     const std::int64_t d = D ? D : s.head_dim, dv = DV ? DV : s.value_dim;
     const ScorePass& pass = *pr.pass;
@@ -239,9 +185,9 @@ struct FusedKernel {
     // visited.
     const BlockRows& block = ws.block;
     pass.block_rows(ws.block, sq.index, g, r0, rows, BR, sq.q_len, sq.kv_len);
-    if (pairs)
-      pack_query_pairs<BR>(std::get<TensorView<const bf16>>(sq.q), g, s.group_size(), r0, rows, d,
-                           ws.qp());
+    if (how == Reads::pairs)
+      pack_query_pairs<BR>(std::get<TensorView<const bf16>>(sq.q), 0, g, s.group_size(), r0,
+                           rows, d, ws.qp());
     else
       pack_transposed_rows(sq.q, 0, g, s.group_size(), r0, rows, BR, d, ws.qt);
     std::fill(ws.ot, ws.ot + dv * BR, 0.0f);
@@ -256,41 +202,41 @@ struct FusedKernel {
       for (int v = 0; v < NV; ++v) tile_max[v] = Ops::set1(simd::negative_infinity);
       // Rows read in place: while Q·Kᵀ of this tile runs, fetch this tile's V; during P·V, the
       // next tile's K. Widened tiles are read from the scratch, where nothing needs fetching.
-      const S* k0 = sq.k.row(0, j0, g);
-      const S* v0 = sq.v.row(0, j0, g);
-      const std::int64_t k_stride = sq.k.token_stride(), v_stride = sq.v.token_stride();
-      TilePrefetch this_v, next_k;
-      if (!kWidens || pairs) {
-        this_v = {v0, v_stride, keys, dv};
+      const auto fetches = [&](const auto& k, const auto& v, TilePrefetch& this_v,
+                               TilePrefetch& next_k) {
+        const std::int64_t k_stride = k.token_stride(), v_stride = v.token_stride();
+        this_v = {v.row(0, j0, g), v_stride, keys, dv};
         if (j0 + BC < block.end)
-          next_k = {k0 + BC * k_stride, k_stride,
+          next_k = {k.row(0, j0, g) + BC * k_stride, k_stride,
                     std::min<std::int64_t>(BC, block.end - j0 - BC), d};
-      }
+      };
+      TilePrefetch this_v, next_k;
 #if defined(MULTIHEAD_HAS_AVX512BF16)
-      if constexpr (kPairs) {
-        if (pairs) {
-          const bool masked = Paired::scored_tile(pass, block, j0, ws.qp(), k0, k_stride, d,
-                                                  pr.scale, keys, ws.limit, ws.st, tile_max, this_v);
-          T::softmax_tile(ws.st, keys, tile_max, m, l, alpha, masked);
-          if (masked && !values_finite(v0, v_stride, keys, dv)) {
-            T::pv_visible(ws.ot, ws.st, keys, v0, v_stride, dv, alpha);
-          } else {
-            pack_probability_pairs<BR>(ws.st, keys, ws.pp());
-            interleave_value_pairs(v0, v_stride, keys, dv, ws.vp());
-            Paired::pv_tile(ws.ot, ws.pp(), keys, ws.vp(), dv, dv, alpha, next_k);
-          }
-          continue;
-        }
+      if (how == Reads::pairs) {
+        const auto& k = std::get<TensorView<const bf16>>(sq.k);
+        const auto& v = std::get<TensorView<const bf16>>(sq.v);
+        fetches(k, v, this_v, next_k);
+        const bool masked = Paired::scored_tile(pass, block, j0, ws.qp(), k.row(0, j0, g),
+                                                k.token_stride(), d, pr.scale, keys, ws.limit,
+                                                ws.st, tile_max, this_v);
+        T::softmax_tile(ws.st, keys, tile_max, m, l, alpha, masked);
+        Paired::pv_pairs(ws.ot, ws.st, keys, v.row(0, j0, g), v.token_stride(), dv, alpha,
+                         masked, ws.pp(), ws.vp(), next_k);
+        continue;
       }
 #endif
       const float *kf, *vf;
       std::int64_t kf_stride, vf_stride;
-      if constexpr (kWidens) {
-        widen_tile(sq.k, j0, keys, g, ws.kt, d);
-        widen_tile(sq.v, j0, keys, g, ws.vt, dv);
+      if (how == Reads::widened) {
+        widen_rows(sq.k, j0, keys, g, ws.kt, d);
+        widen_rows(sq.v, j0, keys, g, ws.vt, dv);
         kf = ws.kt, vf = ws.vt, kf_stride = d, vf_stride = dv;
       } else {
-        kf = k0, vf = v0, kf_stride = k_stride, vf_stride = v_stride;
+        const auto& k = std::get<TensorView<const float>>(sq.k);
+        const auto& v = std::get<TensorView<const float>>(sq.v);
+        fetches(k, v, this_v, next_k);
+        kf = k.row(0, j0, g), vf = v.row(0, j0, g);
+        kf_stride = k.token_stride(), vf_stride = v.token_stride();
       }
       const bool masked = T::scored_tile(pass, block, j0, ws.qt, kf, kf_stride, d, pr.scale, keys,
                                          ws.limit, ws.st, tile_max, this_v);
@@ -307,7 +253,7 @@ struct FusedKernel {
     store_rows(pr, sq, g, r0, rows, ws);
   }
 
-  static void run(const FusedProblem<S>& pr, int threads) {
+  static void run(const FusedProblem& pr, int threads) {
     const KernelShape& s = pr.shape;
     const std::int64_t sequences = pr.sequences(), gs = s.group_size();
     // Units per sequence: its KV groups × pairs of its query blocks; first_unit[i] is where
@@ -324,24 +270,22 @@ struct FusedKernel {
           s.kv_groups * pairs_of(pr.cu_q != nullptr ? pr.cu_q[i + 1] - pr.cu_q[i] : s.q_len);
     const std::int64_t units = first_unit.back();
     if (units == 0) return;
-    // bf16 products for bf16 queries over bf16 K/V of an even head dim (pairs along it).
-    const bool paired = kPairs && std::holds_alternative<TensorView<const bf16>>(pr.q) &&
-                        (D ? D : s.head_dim) % 2 == 0;
+    const Reads how = reads(pr);
     threads = int(std::min<std::int64_t>(threads, units));
 
     parallel_dynamic(units, threads, [&](int, std::int64_t unit) {
       const std::int64_t i =
           std::upper_bound(first_unit.begin(), first_unit.end(), unit) - first_unit.begin() - 1;
-      const FusedSequence<S> sq = pr.sequence(i);
+      const FusedSequence sq = pr.sequence(i);
       const std::int64_t rows_total = sq.q_len * gs, blocks = (rows_total + BR - 1) / BR;
       const std::int64_t pairs = (blocks + 1) / 2, local = unit - first_unit[std::size_t(i)];
       const std::int64_t pair = local % pairs, g = local / pairs;
       const std::int64_t first = pair, second = blocks - 1 - pair;
-      FusedWorkspace ws(D ? D : s.head_dim, DV ? DV : s.value_dim, BR, BC, kWidens && !paired,
-                        paired);
+      FusedWorkspace ws(D ? D : s.head_dim, DV ? DV : s.value_dim, BR, BC, how == Reads::widened,
+                        how == Reads::pairs);
       const auto run_block = [&](std::int64_t index) {
         const std::int64_t r0 = index * BR;
-        block(pr, sq, g, r0, int(std::min<std::int64_t>(BR, rows_total - r0)), ws, paired);
+        block(pr, sq, g, r0, int(std::min<std::int64_t>(BR, rows_total - r0)), ws, how);
       };
       run_block(first);
       if (second != first) run_block(second);
@@ -351,22 +295,20 @@ struct FusedKernel {
 
 // Head dims 64, 128 and 256 (with value_dim equal) get kernels with the dims fixed at compile
 // time; every other pair runs the general kernel.
-template <class Ops, class S>
-void run_fused(const FusedProblem<S>& pr, int threads) {
+template <class Ops>
+void run_fused(const FusedProblem& pr, int threads) {
   const std::int64_t d = pr.shape.head_dim;
   if (pr.shape.value_dim == d && d == 64)
-    FusedKernel<Ops, 64, 64, S>::run(pr, threads);
+    FusedKernel<Ops, 64, 64>::run(pr, threads);
   else if (pr.shape.value_dim == d && d == 128)
-    FusedKernel<Ops, 128, 128, S>::run(pr, threads);
+    FusedKernel<Ops, 128, 128>::run(pr, threads);
   else if (pr.shape.value_dim == d && d == 256)
-    FusedKernel<Ops, 256, 256, S>::run(pr, threads);
+    FusedKernel<Ops, 256, 256>::run(pr, threads);
   else
-    FusedKernel<Ops, 0, 0, S>::run(pr, threads);
+    FusedKernel<Ops, 0, 0>::run(pr, threads);
 }
 
-MULTIHEAD_INSTANCE(void run_fused<simd::Ops>(const FusedProblem<float>&, int))
-MULTIHEAD_INSTANCE(void run_fused<simd::Ops>(const FusedProblem<bf16>&, int))
-MULTIHEAD_INSTANCE(void run_fused<simd::Ops>(const FusedProblem<fp16>&, int))
+MULTIHEAD_INSTANCE(void run_fused<simd::Ops>(const FusedProblem&, int))
 
 // Runs a checked call of this shape (check_kernel_args): what every overload below and
 // varlen.hpp's run.
@@ -377,8 +319,8 @@ void fused_call(const TensorView<const Q>& q, const TensorView<const S>& k,
                 Span<const std::int64_t> cu_q = {}, Span<const std::int64_t> cu_k = {},
                 std::int64_t packed = 0) {
   const ScorePass pass(options, shape);
-  FusedProblem<S> problem{q, k, v, o, lse.data, shape, resolved_scale(options, shape.head_dim),
-                          &pass};
+  FusedProblem problem{q, k, v, o, lse.data, shape, resolved_scale(options, shape.head_dim),
+                       &pass};
   problem.cu_q = cu_q.data;
   problem.cu_k = cu_k.data;
   problem.packed = packed;

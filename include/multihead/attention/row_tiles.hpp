@@ -68,6 +68,7 @@ class RowTiles {
   // zero-padded tile of pitch key_pitch() / value_pitch().
   template <class S>
   static constexpr bool kReads = true;
+  static constexpr bool kWidens = true;
   bool reads_in_place() const { return dp_ == d_ && dvp_ == dv_; }
   std::int64_t key_pitch() const { return dp_; }
   std::int64_t value_pitch() const { return dvp_; }

@@ -7,6 +7,9 @@
 //   static constexpr int BC                          the most keys a tile may hold
 //   static std::int64_t scratch_floats(rows, d, dv)  per-thread floats one path needs
 //   Path(float* scratch, int rows, d, dv)            lays itself out in that scratch
+//   static constexpr bool kWidens                    it can be handed widened float tiles (a
+//                                                    path that cannot is only run over rows it
+//                                                    reads in place)
 //   template <class S> static constexpr bool kReads  rows of storage S can be read in place,
 //                                                    widened as they are loaded
 //   bool reads_in_place() const                      …and this instance does (its dims are whole

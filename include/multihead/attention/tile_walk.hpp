@@ -94,6 +94,25 @@ void attend_tile_in_place(Path& path, const KvTile<S, kMaxRuns>& tile, std::int6
   }
 }
 
+// Group g's pass over a tile whose rows are widened into `tile` first, K then V in turn.
+template <class Path, class S, int kMaxRuns>
+void attend_tile_widened(Path& path, const KvTile<S, kMaxRuns>& tile, std::int64_t g,
+                         std::int64_t j0, std::int64_t d, std::int64_t dv, float* buffer,
+                         PrefetchCursor& cursor) {
+  const std::int64_t kp = path.key_pitch(), vp = path.value_pitch();
+  for (int i = 0, offset = 0; i < tile.count; offset += tile.runs[i++].keys) {
+    const KvRun<S>& run = tile.runs[i];
+    widen_rows(run.k + g * run.k_group, run.k_stride, run.keys, d, kp, buffer + offset * kp);
+  }
+  path.scores(static_cast<const float*>(buffer), kp, tile.keys, j0, 0, cursor);
+  path.softmax(tile.keys);
+  for (int i = 0, offset = 0; i < tile.count; offset += tile.runs[i++].keys) {
+    const KvRun<S>& run = tile.runs[i];
+    widen_rows(run.v + g * run.v_group, run.v_stride, run.keys, dv, vp, buffer + offset * vp);
+  }
+  path.accumulate(static_cast<const float*>(buffer), vp, tile.keys, 0, cursor);
+}
+
 // Runs paths[g] (one per KV group) over keys [begin, end) of batch entry b, a tile of at most
 // tile_keys tokens at a time, the groups of a tile one after another.
 template <class Path, class Source>
@@ -129,19 +148,8 @@ void attend_keys(Path* paths, std::int64_t groups, const Source& source, std::in
           done = true;
         }
       }
-      if (!done) {  // widened into `tile`, K then V in turn
-        const std::int64_t kp = path.key_pitch(), vp = path.value_pitch();
-        for (int i = 0, offset = 0; i < current.count; offset += current.runs[i++].keys) {
-          const KvRun<S>& run = current.runs[i];
-          widen_rows(run.k + g * run.k_group, run.k_stride, run.keys, d, kp, tile + offset * kp);
-        }
-        path.scores(static_cast<const float*>(tile), kp, current.keys, j, 0, cursor);
-        path.softmax(current.keys);
-        for (int i = 0, offset = 0; i < current.count; offset += current.runs[i++].keys) {
-          const KvRun<S>& run = current.runs[i];
-          widen_rows(run.v + g * run.v_group, run.v_stride, run.keys, dv, vp, tile + offset * vp);
-        }
-        path.accumulate(static_cast<const float*>(tile), vp, current.keys, 0, cursor);
+      if constexpr (Path::kWidens) {
+        if (!done) attend_tile_widened(path, current, g, j, d, dv, tile, cursor);
       }
     }
     j += current.keys;
@@ -149,7 +157,6 @@ void attend_keys(Path* paths, std::int64_t groups, const Source& source, std::in
   }
   for (std::int64_t g = 0; g < groups; ++g) paths[g].template finish<S>();
 }
-
 }  // namespace detail
 }  // namespace MULTIHEAD_ISA_NAMESPACE
 }  // namespace multihead
