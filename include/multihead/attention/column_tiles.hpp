@@ -94,11 +94,14 @@ inline void interleave_value_pairs(const bf16* v, std::int64_t stride, int keys,
     const bf16* first = v + j * stride;
     const bf16* second = j + 1 < keys ? v + (j + 1) * stride : nullptr;
     std::uint32_t* out = vp + j / 2 * dv;
-    std::int64_t c = 0;
-    for (; c + Pairs::W <= dv; c += Pairs::W)
+    // Whole vectors to dv / W · W: bounded by c + W <= dv instead, the remainder loop made
+    // GCC 12 warn of undefined behaviour where dv is known at compile time (as convert() did).
+    const std::int64_t whole = dv / Pairs::W * Pairs::W;
+    for (std::int64_t c = 0; c < whole; c += Pairs::W)
       Pairs::interleave(first + c, second != nullptr ? second + c : kZeros, out + c);
-    for (; c < dv; ++c)
-      out[c] = std::uint32_t{first[c].bits} | (second != nullptr ? std::uint32_t{second[c].bits} << 16 : 0);
+    for (std::int64_t c = whole; c < dv; ++c)
+      out[c] = std::uint32_t{first[c].bits} |
+               (second != nullptr ? std::uint32_t{second[c].bits} << 16 : 0);
   }
 }
 #endif
