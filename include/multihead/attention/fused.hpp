@@ -174,9 +174,11 @@ struct FusedKernel {
                                                                  : Reads::widened;
   }
 
-  // One query block: sequence sq, KV group g, rows [r0, r0 + rows).
+  // One query block: sequence sq, KV group g, rows [r0, r0 + rows). A template on how the
+  // call reads K and V, so that the tile loop holds no dispatch of its own.
+  template <Reads how>
   static void block(const FusedProblem& pr, const FusedSequence& sq, std::int64_t g,
-                    std::int64_t r0, int rows, FusedWorkspace& ws, Reads how) {
+                    std::int64_t r0, int rows, FusedWorkspace& ws) {
     const KernelShape& s = pr.shape;
     const std::int64_t d = D ? D : s.head_dim, dv = DV ? DV : s.value_dim;
     const ScorePass& pass = *pr.pass;
@@ -185,70 +187,69 @@ struct FusedKernel {
     // visited.
     const BlockRows& block = ws.block;
     pass.block_rows(ws.block, sq.index, g, r0, rows, BR, sq.q_len, sq.kv_len);
-    if (how == Reads::pairs)
+    if constexpr (how == Reads::pairs)
       pack_query_pairs<BR>(std::get<TensorView<const bf16>>(sq.q), 0, g, s.group_size(), r0,
                            rows, d, ws.qp());
     else
       pack_transposed_rows(sq.q, 0, g, s.group_size(), r0, rows, BR, d, ws.qt);
     std::fill(ws.ot, ws.ot + dv * BR, 0.0f);
     for (int r = 0; r < BR; ++r) pass.start(block, r, true, ws.max_sum[r], ws.max_sum[BR + r]);
+    // The rows the tiles read: bf16 in place for the pairs, float in place, or float widened
+    // into the scratch a tile at a time.
+    using Row = std::conditional_t<how == Reads::pairs, bf16, float>;
+    TensorView<const Row> k, v;
+    if constexpr (how != Reads::widened) {
+      k = std::get<TensorView<const Row>>(sq.k);
+      v = std::get<TensorView<const Row>>(sq.v);
+    }
+    const std::int64_t k_stride = how == Reads::widened ? d : k.token_stride();
+    const std::int64_t v_stride = how == Reads::widened ? dv : v.token_stride();
     V m[NV], l[NV], alpha[NV], tile_max[NV];
-    for (int v = 0; v < NV; ++v) {
-      m[v] = Ops::load(ws.max_sum + v * W);
-      l[v] = Ops::load(ws.max_sum + BR + v * W);
+    for (int i = 0; i < NV; ++i) {
+      m[i] = Ops::load(ws.max_sum + i * W);
+      l[i] = Ops::load(ws.max_sum + BR + i * W);
     }
     for (std::int64_t j0 = block.begin; j0 < block.end; j0 += BC) {
       const int keys = int(std::min<std::int64_t>(BC, block.end - j0));
-      for (int v = 0; v < NV; ++v) tile_max[v] = Ops::set1(simd::negative_infinity);
+      for (int i = 0; i < NV; ++i) tile_max[i] = Ops::set1(simd::negative_infinity);
+      const Row *k0, *v0;
       // Rows read in place: while Q·Kᵀ of this tile runs, fetch this tile's V; during P·V, the
       // next tile's K. Widened tiles are read from the scratch, where nothing needs fetching.
-      const auto fetches = [&](const auto& k, const auto& v, TilePrefetch& this_v,
-                               TilePrefetch& next_k) {
-        const std::int64_t k_stride = k.token_stride(), v_stride = v.token_stride();
-        this_v = {v.row(0, j0, g), v_stride, keys, dv};
-        if (j0 + BC < block.end)
-          next_k = {k.row(0, j0, g) + BC * k_stride, k_stride,
-                    std::min<std::int64_t>(BC, block.end - j0 - BC), d};
-      };
       TilePrefetch this_v, next_k;
+      if constexpr (how == Reads::widened) {
+        widen_rows(sq.k, j0, keys, g, ws.kt, d);
+        widen_rows(sq.v, j0, keys, g, ws.vt, dv);
+        k0 = ws.kt, v0 = ws.vt;
+      } else {
+        k0 = k.row(0, j0, g), v0 = v.row(0, j0, g);
+        this_v = {v0, v_stride, keys, dv};
+        if (j0 + BC < block.end)
+          next_k = {k0 + BC * k_stride, k_stride, std::min<std::int64_t>(BC, block.end - j0 - BC),
+                    d};
+      }
 #if defined(MULTIHEAD_HAS_AVX512BF16)
-      if (how == Reads::pairs) {
-        const auto& k = std::get<TensorView<const bf16>>(sq.k);
-        const auto& v = std::get<TensorView<const bf16>>(sq.v);
-        fetches(k, v, this_v, next_k);
-        const bool masked = Paired::scored_tile(pass, block, j0, ws.qp(), k.row(0, j0, g),
-                                                k.token_stride(), d, pr.scale, keys, ws.limit,
-                                                ws.st, tile_max, this_v);
+      if constexpr (how == Reads::pairs) {
+        const bool masked = Paired::scored_tile(pass, block, j0, ws.qp(), k0, k_stride, d,
+                                                pr.scale, keys, ws.limit, ws.st, tile_max, this_v);
         T::softmax_tile(ws.st, keys, tile_max, m, l, alpha, masked);
-        Paired::pv_pairs(ws.ot, ws.st, keys, v.row(0, j0, g), v.token_stride(), dv, alpha,
-                         masked, ws.pp(), ws.vp(), next_k);
+        Paired::pv_pairs(ws.ot, ws.st, keys, v0, v_stride, dv, alpha, masked, ws.pp(), ws.vp(),
+                         next_k);
         continue;
       }
 #endif
-      const float *kf, *vf;
-      std::int64_t kf_stride, vf_stride;
-      if (how == Reads::widened) {
-        widen_rows(sq.k, j0, keys, g, ws.kt, d);
-        widen_rows(sq.v, j0, keys, g, ws.vt, dv);
-        kf = ws.kt, vf = ws.vt, kf_stride = d, vf_stride = dv;
-      } else {
-        const auto& k = std::get<TensorView<const float>>(sq.k);
-        const auto& v = std::get<TensorView<const float>>(sq.v);
-        fetches(k, v, this_v, next_k);
-        kf = k.row(0, j0, g), vf = v.row(0, j0, g);
-        kf_stride = k.token_stride(), vf_stride = v.token_stride();
+      if constexpr (how != Reads::pairs) {
+        const bool masked = T::scored_tile(pass, block, j0, ws.qt, k0, k_stride, d, pr.scale,
+                                           keys, ws.limit, ws.st, tile_max, this_v);
+        T::softmax_tile(ws.st, keys, tile_max, m, l, alpha, masked);
+        if (masked)
+          T::pv_masked_tile(ws.ot, ws.st, keys, v0, v_stride, dv, alpha, next_k);
+        else
+          T::pv_tile(ws.ot, ws.st, keys, v0, v_stride, dv, alpha, next_k);
       }
-      const bool masked = T::scored_tile(pass, block, j0, ws.qt, kf, kf_stride, d, pr.scale, keys,
-                                         ws.limit, ws.st, tile_max, this_v);
-      T::softmax_tile(ws.st, keys, tile_max, m, l, alpha, masked);
-      if (masked)
-        T::pv_masked_tile(ws.ot, ws.st, keys, vf, vf_stride, dv, alpha, next_k);
-      else
-        T::pv_tile(ws.ot, ws.st, keys, vf, vf_stride, dv, alpha, next_k);
     }
-    for (int v = 0; v < NV; ++v) {
-      Ops::store(ws.max_sum + v * W, m[v]);
-      Ops::store(ws.max_sum + BR + v * W, l[v]);
+    for (int i = 0; i < NV; ++i) {
+      Ops::store(ws.max_sum + i * W, m[i]);
+      Ops::store(ws.max_sum + BR + i * W, l[i]);
     }
     store_rows(pr, sq, g, r0, rows, ws);
   }
@@ -270,26 +271,35 @@ struct FusedKernel {
           s.kv_groups * pairs_of(pr.cu_q != nullptr ? pr.cu_q[i + 1] - pr.cu_q[i] : s.q_len);
     const std::int64_t units = first_unit.back();
     if (units == 0) return;
-    const Reads how = reads(pr);
     threads = int(std::min<std::int64_t>(threads, units));
-
-    parallel_dynamic(units, threads, [&](int, std::int64_t unit) {
-      const std::int64_t i =
-          std::upper_bound(first_unit.begin(), first_unit.end(), unit) - first_unit.begin() - 1;
-      const FusedSequence sq = pr.sequence(i);
-      const std::int64_t rows_total = sq.q_len * gs, blocks = (rows_total + BR - 1) / BR;
-      const std::int64_t pairs = (blocks + 1) / 2, local = unit - first_unit[std::size_t(i)];
-      const std::int64_t pair = local % pairs, g = local / pairs;
-      const std::int64_t first = pair, second = blocks - 1 - pair;
-      FusedWorkspace ws(D ? D : s.head_dim, DV ? DV : s.value_dim, BR, BC, how == Reads::widened,
-                        how == Reads::pairs);
-      const auto run_block = [&](std::int64_t index) {
-        const std::int64_t r0 = index * BR;
-        block(pr, sq, g, r0, int(std::min<std::int64_t>(BR, rows_total - r0)), ws, how);
-      };
-      run_block(first);
-      if (second != first) run_block(second);
-    });
+    const auto blocks_of = [&](auto how) {
+      parallel_dynamic(units, threads, [&](int, std::int64_t unit) {
+        const std::int64_t i =
+            std::upper_bound(first_unit.begin(), first_unit.end(), unit) - first_unit.begin() - 1;
+        const FusedSequence sq = pr.sequence(i);
+        const std::int64_t rows_total = sq.q_len * gs, blocks = (rows_total + BR - 1) / BR;
+        const std::int64_t pairs = (blocks + 1) / 2, local = unit - first_unit[std::size_t(i)];
+        const std::int64_t pair = local % pairs, g = local / pairs;
+        const std::int64_t first = pair, second = blocks - 1 - pair;
+        FusedWorkspace ws(D ? D : s.head_dim, DV ? DV : s.value_dim, BR, BC,
+                          how == Reads::widened, how == Reads::pairs);
+        const auto run_block = [&](std::int64_t index) {
+          const std::int64_t r0 = index * BR;
+          block<decltype(how)::value>(pr, sq, g, r0, int(std::min<std::int64_t>(BR, rows_total - r0)), ws);
+        };
+        run_block(first);
+        if (second != first) run_block(second);
+      });
+    };
+    switch (reads(pr)) {
+      case Reads::in_place: return blocks_of(std::integral_constant<Reads, Reads::in_place>{});
+      case Reads::widened: return blocks_of(std::integral_constant<Reads, Reads::widened>{});
+      case Reads::pairs:
+#if defined(MULTIHEAD_HAS_AVX512BF16)
+        return blocks_of(std::integral_constant<Reads, Reads::pairs>{});
+#endif
+        break;
+    }
   }
 };
 

@@ -73,7 +73,7 @@ struct Avx2Ops {
     const V is_inf = _mm256_cmp_ps(x, _mm256_set1_ps(negative_infinity), _CMP_EQ_OQ);
     return _mm256_andnot_ps(is_inf, x);
   }
-  static V exp(V x) {
+  [[gnu::always_inline]] static V exp(V x) {
     using namespace exp_constants;
     // max and min return their second operand when either is NaN: x last, so NaN stays NaN (its
     // exponent bits below come out as 1.0f's, and p is NaN).

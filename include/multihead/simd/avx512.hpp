@@ -72,7 +72,7 @@ struct Avx512Ops {
     const __mmask16 is_inf = _mm512_cmp_ps_mask(x, _mm512_set1_ps(negative_infinity), _CMP_EQ_OQ);
     return _mm512_mask_mov_ps(x, is_inf, _mm512_setzero_ps());
   }
-  static V exp(V x) {
+  [[gnu::always_inline]] static V exp(V x) {
     using namespace exp_constants;
     // -inf → -104 → exactly 0 below; x second, as max returns it when either is NaN: NaN stays.
     x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);

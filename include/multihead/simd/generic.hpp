@@ -168,7 +168,7 @@ struct GenericOps {
       if (x.v[i] == negative_infinity) x.v[i] = 0.0f;
     return x;
   }
-  static V exp(V x) {
+  [[gnu::always_inline]] static V exp(V x) {
     for (int i = 0; i < W; ++i) x.v[i] = exp_scalar(x.v[i]);
     return x;
   }
