@@ -97,8 +97,10 @@ class ContiguousProblem final : public DecodeProblem {
 };
 
 // The cache of a server that batches sequences as they come (vLLM's PagedAttention): blocks of
-// kBlockSize tokens taken from a shared pool, one sequence per batch entry.
-template <class Storage>
+// kBlockSize tokens taken from a shared pool, one sequence per batch entry. kView: the same
+// pool read as an engine's own memory is (paged_view.hpp): the cache's view() with the block
+// tables copied once into an int32 FlashAttention-style table, as an engine keeps them.
+template <class Storage, bool kView = false>
 class PagedProblem final : public DecodeProblem {
  public:
   static constexpr std::int64_t kBlockSize = 16;
@@ -114,12 +116,27 @@ class PagedProblem final : public DecodeProblem {
               [&](const auto& k, const auto& v) { cache_.append(seq, k, v); });
       sequences_.push_back(seq);
     }
+    const std::int64_t row = (shape.lkv + kBlockSize - 1) / kBlockSize;
+    for (const std::int64_t seq : sequences_) {
+      const auto& blocks = cache_.block_table(seq);
+      table_.insert(table_.end(), blocks.begin(), blocks.end());
+      table_.resize(table_.size() + std::size_t(row) - blocks.size(), 0);
+      lengths_.push_back(std::int32_t(cache_.length(seq)));
+    }
   }
 
   void step(const multihead::KernelOptions& options) override {
-    const multihead::Span<const std::int64_t> sequences{
-        sequences_.data(), static_cast<std::int64_t>(sequences_.size())};
-    multihead::decode_attention(q(), cache_, sequences, o(), options);
+    if constexpr (kView) {
+      const auto sequences = multihead::PagedSequences<std::int32_t>::from_block_table(
+          {table_.data(), std::int64_t(table_.size())},
+          std::int64_t(table_.size() / lengths_.size()),
+          {lengths_.data(), std::int64_t(lengths_.size())});
+      multihead::decode_attention(q(), cache_.view(), sequences, o(), options);
+    } else {
+      const multihead::Span<const std::int64_t> sequences{
+          sequences_.data(), static_cast<std::int64_t>(sequences_.size())};
+      multihead::decode_attention(q(), cache_, sequences, o(), options);
+    }
   }
 
  private:
@@ -142,7 +159,11 @@ class PagedProblem final : public DecodeProblem {
 
   multihead::PagedKvCache<Storage> cache_;
   std::vector<std::int64_t> sequences_;
+  std::vector<std::int32_t> table_, lengths_;  // kView: the tables as an engine keeps them
 };
+
+template <class Storage>
+using PagedViewProblem = PagedProblem<Storage, true>;
 
 // A KvCache<bf16> read by bf16 queries into bf16 outputs (the same values as the fp32 problem's,
 // rounded): on the bf16 dot product where the CPU has one.
@@ -270,6 +291,8 @@ void register_decode_benchmarks() {
       decode_case<PagedProblem, bf16>("D1-paged16", d1),
       decode_case<PagedProblem, fp16>("D1-paged16", d1),
       decode_case<PagedProblem, multihead::q8>("D1-paged16", d1),
+      decode_case<PagedViewProblem, float>("D1-paged16-view", d1),
+      decode_case<PagedViewProblem, bf16>("D1-paged16-view", d1),
       decode_case<HeadMajorProblem, float>("D1-head-major", d1),
       decode_case<HeadMajorProblem, bf16>("D1-head-major", d1),
   };

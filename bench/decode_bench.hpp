@@ -5,6 +5,9 @@
 //   decode/D1-paged16/<cache>/threads:<n>    D1 over a PagedKvCache of 16-token blocks in random
 //                                            pool order, to be read against decode/D1; fp32,
 //                                            bf16, fp16
+//   decode/D1-paged16-view/<cache>/threads:<n>  D1-paged16's pool read as memory the caller owns
+//                                            (its view() and int32 block tables), to be
+//                                            within ±3% of D1-paged16
 //   decode/D1-head-major/<cache>/threads:<n> D1 over strided views of K and V laid out
 //                                            [batch, groups, tokens, d]; fp32, bf16
 //   decode/D1-len/<cache>/L:<L>/threads:<n>  D1's heads over L = 1024, 4096, 16384, 65536 tokens

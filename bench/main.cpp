@@ -13,6 +13,7 @@
 //   decode/D1-head-major/<cache>         the same over head-major views [batch, groups, L, d]
 //   decode/D1-len/<cache>/L:<L>          D1 over L = 1024 to 65536 tokens of context
 //   decode/D2/<cache>                    MQA over 32768 tokens of context
+//   decode/D1-paged16-view/<cache>       the same pool as memory the caller owns (int32 tables)
 //   decode/D2-paged16/<cache>            the same over a PagedKvCache of 16-token blocks
 //   mla_absorbed/<cache>/L:<L>           DeepSeek-V2-Lite's MLA decode over a LatentCache, beside
 //   mla_naive/<cache>/L:<L>              its naive path and MHA of the same size (mla_bench.hpp)

@@ -42,6 +42,7 @@
 #include "cache/latent_cache.hpp"
 #include "cache/paged_kv_cache.hpp"
 #include "cache/paged_latent_cache.hpp"
+#include "cache/paged_view.hpp"
 
 #include "layer/attention.hpp"
 #include "layer/config.hpp"

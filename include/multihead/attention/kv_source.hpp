@@ -42,19 +42,24 @@ struct KvRows {
   const S* k = nullptr;
   const S* v = nullptr;
   std::int64_t k_block = 0, v_block = 0, k_stride = 0, v_stride = 0, k_group = 0, v_group = 0;
-  const std::int64_t* const* tables = nullptr;  // paged: per entry, its block ids
+  // paged: per entry, its block ids, int64 or int32 (the caller's arrays, read in place)
+  const std::int64_t* const* tables = nullptr;
+  const std::int32_t* const* tables32 = nullptr;
   std::int64_t block_size = 0;                  // paged: tokens per block
   const std::int64_t* first = nullptr;          // packed: entry b is tokens [first[b], first[b + 1])
   const std::int64_t* lengths = nullptr;        // paged: per entry, its length
   std::int64_t tokens = 0;                      // views: every entry's length
+
+  void set_tables(const std::int64_t* const* ids) { tables = ids; }
+  void set_tables(const std::int32_t* const* ids) { tables32 = ids; }
 
   std::int64_t length(std::int64_t b) const {
     return lengths != nullptr ? lengths[b] : first != nullptr ? first[b + 1] - first[b] : tokens;
   }
   KvRun<S> run(std::int64_t b, std::int64_t j, std::int64_t most) const {
     std::int64_t block = b, row = j, keys = std::min(most, length(b) - j);
-    if (tables != nullptr) {
-      block = tables[b][j / block_size];
+    if (tables != nullptr || tables32 != nullptr) {
+      block = tables != nullptr ? tables[b][j / block_size] : tables32[b][j / block_size];
       row = j % block_size;
       keys = std::min(keys, block_size - row);
     } else if (first != nullptr) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include "../attention/decode.hpp"
@@ -13,6 +14,7 @@
 #include "latent_cache.hpp"
 #include "paged_kv_cache.hpp"
 #include "paged_latent_cache.hpp"
+#include "paged_view.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
@@ -37,7 +39,30 @@ void decode_paged(const TensorView<const Q>& q, const Cache& cache,
     tables.push_back(cache.block_table(sequences.data[b]).data());
     extents.kv_len = std::max(extents.kv_len, lengths.back());
   }
-  decode_source(q, cache.kv_rows(tables.data(), lengths.data()), extents, o, options, lse);
+  decode_source(q, pool_rows(cache.view(), tables.data(), lengths.data()), extents, o, options,
+                lse);
+}
+
+// A call over a pool the caller owns: the pool and the sequences' tables checked, the outputs
+// apart from both, before anything is read.
+template <class Q, class S, class Index, class O>
+void decode_pool(const TensorView<const Q>& q, const PagedKvView<S>& pool,
+                 const PagedSequences<Index>& sequences, const TensorView<O>& o,
+                 const KernelOptions& options, LseOutput lse) {
+  check_pool(pool);
+  thread_local std::vector<const Index*> tables;
+  thread_local std::vector<std::int64_t> lengths;
+  KvExtents extents{sequences.count(), 0, pool.kv_groups, pool.head_dim, pool.value_dim};
+  extents.kv_len =
+      check_paged_sequences(sequences, pool.num_blocks, pool.block_size, tables, lengths);
+  const KernelShape shape = check_cache_call_args(q, o, lse, options, extents);
+  const std::initializer_list<ByteRange> inputs = {
+      pool_bytes(pool, false), pool_bytes(pool, true),
+      byte_range(sequences.ids(), "block ids"), byte_range(sequences.indptr(), "indptr"),
+      byte_range(sequences.lengths(), "lengths")};
+  require_apart(byte_range(o, "o"), inputs);
+  require_apart(byte_range(lse, "lse"), inputs);
+  decode(q, o, lse, options, shape, pool_rows(pool, tables.data(), lengths.data()));
 }
 
 }  // namespace detail
@@ -80,6 +105,22 @@ void decode_attention(const TensorView<Q>& q, const PagedKvCache<Storage>& cache
                       const KernelOptions& options = {}, LseOutput lse = {}) {
   detail::check_activation_types<Q, O>();
   detail::decode_paged(detail::const_view(q), cache, sequences, o, options, lse);
+}
+
+// q [sequences.count(), q_len, heads, head_dim] over paged K/V in memory the caller owns
+// (paged_view.hpp): batch entry b attends over sequence b's length tokens, read from its blocks
+// (bottom-right causal per sequence; an empty sequence gives output 0 and log-sum-exp −inf).
+// A latent pool (v = k) decodes MLA as a PagedLatentCache does. Throws std::invalid_argument
+// before reading anything on a pool whose rows overlap, an id outside [0, num_blocks), a length
+// beyond its table, or an output over the pool or the tables.
+template <class Storage, class Index, class Q, class O>
+void decode_attention(const TensorView<Q>& q, const PagedKvView<Storage>& pool,
+                      const PagedSequences<Index>& sequences, const TensorView<O>& o,
+                      const KernelOptions& options = {}, LseOutput lse = {}) {
+  static_assert(is_cache_storage_v<Storage>,
+                "decode_attention: a pool's Storage must be float, bf16, fp16, q8 or q4");
+  detail::check_activation_types<Q, O>();
+  detail::decode_pool(detail::const_view(q), pool, sequences, o, options, lse);
 }
 
 // MLA decoding over paged sequences: q [sequences.size, q_len, heads, latent_dim + rope_dim],

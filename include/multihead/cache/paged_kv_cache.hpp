@@ -77,6 +77,10 @@ class PagedKvCache : public detail::PagedPool<Storage> {
         });
   }
 
+  // The pool, as a pool the caller owns is given to the kernels (paged_view.hpp): with the
+  // ids of block_table(seq), decode_attention over it reads what it reads over this cache.
+  PagedKvView<Storage> view() const noexcept { return this->pool_view(kv_groups_, head_dim_, value_dim_); }
+
   // What a call over `sequences` sequences of this cache reads (attention/shape.hpp); kv_len is
   // the caller's to fill.
   detail::KvExtents kv_extents(std::int64_t sequences) const {

@@ -67,6 +67,12 @@ class PagedLatentCache : public detail::PagedPool<Storage> {
   // For a cache with rope_dim 0 (throws otherwise).
   void append(SequenceId seq, TensorView<const float> c_kv) { append(seq, c_kv, {}); }
 
+  // The pool, as a pool the caller owns is given to the kernels (paged_view.hpp): one group,
+  // each value row the first latent_dim values of its key row (v = k).
+  PagedKvView<Storage> view() const noexcept {
+    return this->pool_view(1, latent_dim_ + rope_dim_, latent_dim_);
+  }
+
   // What a call over `sequences` sequences reads, as MQA: one group of latent_dim + rope_dim key
   // and latent_dim value elements; kv_len is the caller's to fill.
   detail::KvExtents kv_extents(std::int64_t sequences) const {

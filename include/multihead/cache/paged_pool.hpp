@@ -19,6 +19,7 @@
 #include "../core/aligned_buffer.hpp"
 #include "../core/error.hpp"
 #include "block_tables.hpp"
+#include "paged_view.hpp"
 #include "rows.hpp"
 
 namespace multihead {
@@ -68,24 +69,6 @@ class PagedPool {
   std::int64_t key_block_stride() const noexcept { return key_block_stride_; }
   std::int64_t value_block_stride() const noexcept { return value_block_stride_; }
 
-  // The KV-source contract: sequence b of a call has block table tables[b] and length
-  // lengths[b] (both kept by the caller for the call's duration).
-  KvRows<Storage> kv_rows(const std::int64_t* const* tables, const std::int64_t* lengths) const {
-    KvRows<Storage> rows;
-    rows.k = key_block_data(0);
-    rows.v = value_block_data(0);
-    rows.k_block = key_block_stride_;
-    rows.v_block = value_block_stride_;
-    rows.k_stride = key_token_stride_;
-    rows.v_stride = value_token_stride_;
-    rows.k_group = key_group_;
-    rows.v_group = value_group_;
-    rows.tables = tables;
-    rows.block_size = block_size();
-    rows.lengths = lengths;
-    return rows;
-  }
-
  protected:
   // Checks num_blocks and block_size; allocate() lays out the pool once the rows are known.
   PagedPool(std::int64_t num_blocks, std::int64_t block_size) : tables_(num_blocks, block_size) {}
@@ -120,6 +103,14 @@ class PagedPool {
   }
   Storage* value_block_data(std::int64_t block) const noexcept {
     return pool_.data() + value_pool_offset_ + block * value_block_stride_;
+  }
+
+  // The pool as a caller-owned pool is described (paged_view.hpp), with the caches' dims.
+  PagedKvView<Storage> pool_view(std::int64_t kv_groups, std::int64_t head_dim,
+                                 std::int64_t value_dim) const noexcept {
+    return {key_block_data(0), value_block_data(0), num_blocks(), block_size(), kv_groups,
+            head_dim, value_dim, key_block_stride_, key_token_stride_, key_group_,
+            value_block_stride_, value_token_stride_, value_group_};
   }
 
   BlockTables tables_;
