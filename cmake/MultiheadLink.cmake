@@ -8,8 +8,9 @@
 #                best). multihead never picks one behind your back: without multihead_link,
 #                or with ISA generic, you get the portable path (multihead::build_info() says
 #                which path a program got).
-#   NO_OPENMP    run the kernels on the calling thread only. By default OpenMP is found and
-#                linked; if it cannot be found, a warning says the program will be serial.
+#   NO_OPENMP    run the kernels on a pool of std::threads (core/executor.hpp's ThreadPool)
+#                instead of OpenMP's. By default OpenMP is found and linked; if it cannot be
+#                found, a warning says the program will use that pool.
 #   HEADER_ONLY  compile the kernels in <target>'s own translation units, as plain
 #                target_link_libraries(<target> PRIVATE multihead::multihead) does. By default
 #                they come from a static library, multihead_kernels_<isa>[_serial], built once per
@@ -82,8 +83,8 @@ function(multihead_link target)
       target_link_libraries(${target} PRIVATE OpenMP::OpenMP_CXX)
     else()
       message(WARNING "multihead_link(${target}): OpenMP was not found, so ${target} runs the "
-                      "kernels on one thread (install your compiler's OpenMP, e.g. libomp-dev for "
-                      "clang, or pass NO_OPENMP to say you mean it)")
+                      "kernels on multihead's pool of std::threads (install your compiler's "
+                      "OpenMP, e.g. libomp-dev for clang, or pass NO_OPENMP to say you mean it)")
     endif()
   endif()
 

@@ -16,7 +16,7 @@ inline namespace MULTIHEAD_ISA_NAMESPACE {
 struct BuildInfo {
   int version_major, version_minor, version_patch;
   const char* isa;           // isa_name(): "avx512", "avx2" or "generic"
-  const char* threads;       // "openmp" or "serial"
+  const char* threads;       // "openmp", or "std::thread" (core/executor.hpp's ThreadPool)
   bool openmp;               // compiled with OpenMP: threads = 0 means all of them
   int max_threads;           // what threads = 0 resolves to now
   bool compiled_kernels;     // kernels taken from the compiled library (compiled.hpp)
@@ -43,7 +43,7 @@ inline BuildInfo build_info() {
   constexpr bool compiled = false;
 #endif
   return {MULTIHEAD_VERSION_MAJOR, MULTIHEAD_VERSION_MINOR, MULTIHEAD_VERSION_PATCH, isa_name(),
-          openmp ? "openmp" : "serial", openmp, resolve_threads(0), compiled};
+          openmp ? "openmp" : "std::thread", openmp, resolve_threads(0), compiled};
 }
 
 }  // namespace MULTIHEAD_ISA_NAMESPACE

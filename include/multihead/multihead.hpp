@@ -18,6 +18,7 @@
 
 #include "core/aligned_buffer.hpp"
 #include "core/error.hpp"
+#include "core/executor.hpp"
 #include "core/isa.hpp"
 #include "core/parallel.hpp"
 #include "core/tensor_view.hpp"

@@ -1,8 +1,9 @@
 // The thread-safety contract (README, "Threads"), under ThreadSanitizer: kernels may be called
 // from several threads at once over shared inputs; caches may be read (decoded over) from several
 // threads at once; layers are one per thread. Built without OpenMP (tests/CMakeLists.txt), so
-// each call runs on its calling thread and every race TSan sees is between our callers' threads,
-// never a false report from the OpenMP runtime. Each thread's result must equal the same call
+// the calls run on the library's ThreadPool (one caller's call at a time; a call that finds it
+// busy runs on its caller) and every race TSan sees is between our callers' threads or the
+// pool's, never a false report from the OpenMP runtime. Each thread's result must equal the same call
 // made alone, bit for bit.
 #include <gtest/gtest.h>
 

@@ -121,6 +121,7 @@ void decode(const TensorView<const Q>& q, const TensorView<O>& o, LseOutput lse,
   const ScorePass pass(options, shape);
   const DecodeProblem problem{q, o, lse.data, shape, resolved_scale(options, shape.head_dim),
                               &pass};
+  const ExecutorScope scope(options.executor);
   run_decode<simd::Ops>(problem, source, resolve_threads(options.threads));
 }
 

@@ -334,6 +334,7 @@ void fused_call(const TensorView<const Q>& q, const TensorView<const S>& k,
   problem.cu_q = cu_q.data;
   problem.cu_k = cu_k.data;
   problem.packed = packed;
+  const ExecutorScope scope(options.executor);
   run_fused<simd::Ops>(problem, resolve_threads(options.threads));
 }
 

@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../core/executor.hpp"
 #include "../core/tensor_view.hpp"
 #include "modifiers.hpp"
 #include "shape.hpp"
@@ -55,10 +56,13 @@ struct KernelOptions {
   // A custom modifier's hooks (modifiers.hpp), applied after the modifiers above.
   ModifierRef modifier;
 
-  // Threads to split the work over; 0 means all OpenMP threads (1 without OpenMP). At most the
-  // processors (or OMP_NUM_THREADS, if higher) and the call's units of work run
-  // (core/parallel.hpp's resolve_threads): more would only wait.
+  // Threads to split the work over; 0 means all of the executor's. At most the processors (or
+  // the executor's workers, if more) and the call's units of work run (core/parallel.hpp's
+  // resolve_threads): more would only wait.
   int threads = 0;
+  // Whose threads run the call (core/executor.hpp): null for the default, OpenMP's when compiled
+  // with it, else a pool of std::threads. Kept by the caller for the call's duration.
+  Executor* executor = nullptr;
 };
 
 // Where a kernel may write the log-sum-exp of each softmax row: [batch, heads, q_len]

@@ -143,6 +143,7 @@ inline void reference_attention(const TensorView<const float>& q,
                                 const KernelOptions& options = {}, LseOutput lse = {}) {
   const KernelShape shape = check_kernel_args(q, k, v, o, lse, options);
   const detail::ScorePass pass(options, shape);
+  const detail::ExecutorScope scope(options.executor);
   // A thread per (batch, head) at most: each holds a q_len × kv_len score matrix.
   const int threads = int(std::min<std::int64_t>(resolve_threads(options.threads),
                                                  shape.batch * shape.heads));

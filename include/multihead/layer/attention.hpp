@@ -62,7 +62,8 @@ struct ForwardOptions {
   // x holds batch sequences of x.rows() / batch tokens each. With a KV cache the batch is the
   // cache's: leave this at 1 or set it to cache.batch().
   std::int64_t batch = 1;
-  int threads = 0;         // 0: all OpenMP threads
+  int threads = 0;         // 0: all of the executor's threads
+  Executor* executor = nullptr;  // null: the default (KernelOptions::executor)
   KernelChoice kernel = KernelChoice::fused;
   // Attention over fresh tokens in fp32, or on Q, K and V rounded to bf16 (precision.hpp).
   Precision precision = Precision::fp32;
@@ -176,6 +177,7 @@ class Attention {
                const ForwardOptions& options = {}) {
     detail::check_layer_input(x, config_.model_dim, options.batch, options.threads);
     const std::int64_t batch = options.batch, tokens = x.rows() / batch;
+    const detail::ExecutorScope scope(options.executor);
     const int threads = resolve_threads(options.threads);
     project_inputs(x, threads);
     rotate(batch, tokens, 0);
@@ -224,6 +226,7 @@ class Attention {
     const std::int64_t tokens =
         detail::check_step_input(x, config_.model_dim, options.batch, options.threads, batch,
                                  cache.length(), cache.capacity());
+    const detail::ExecutorScope scope(options.executor);
     const int threads = resolve_threads(options.threads);
 
     project_inputs(x, threads);

@@ -86,7 +86,8 @@ enum class LatentPath { automatic, naive, absorbed };
 struct LatentForwardOptions {
   // As ForwardOptions::batch: sequences in x; with a cache, 1 or the cache's batch.
   std::int64_t batch = 1;
-  int threads = 0;  // 0: all OpenMP threads
+  int threads = 0;  // 0: all of the executor's threads
+  Executor* executor = nullptr;  // null: the default (KernelOptions::executor)
   LatentPath path = LatentPath::automatic;
   // The kernel of the naive path over fresh tokens: fused, or the plain reference.
   KernelChoice kernel = KernelChoice::fused;
@@ -222,6 +223,7 @@ class Attention<variant::Latent> {
                const LatentForwardOptions& options = {}) {
     detail::check_layer_input(x, config_.model_dim, options.batch, options.threads);
     const std::int64_t batch = options.batch, tokens = x.rows() / batch;
+    const detail::ExecutorScope scope(options.executor);
     const int threads = resolve_threads(options.threads);
     project_inputs(x, batch, tokens, 0, threads);
     attend_fresh(batch, tokens, options, threads);
@@ -246,6 +248,7 @@ class Attention<variant::Latent> {
     const std::int64_t tokens =
         detail::check_step_input(x, config_.model_dim, options.batch, options.threads, batch,
                                  position, cache.capacity());
+    const detail::ExecutorScope scope(options.executor);
     const int threads = resolve_threads(options.threads);
 
     project_inputs(x, batch, tokens, position, threads);
