@@ -63,10 +63,10 @@ struct ForwardOptions {
   // cache's: leave this at 1 or set it to cache.batch().
   std::int64_t batch = 1;
   int threads = 0;         // 0: all of the executor's threads
-  Executor* executor = nullptr;  // null: the default (KernelOptions::executor)
   KernelChoice kernel = KernelChoice::fused;
   // Attention over fresh tokens in fp32, or on Q, K and V rounded to bf16 (precision.hpp).
   Precision precision = Precision::fp32;
+  Executor* executor = nullptr;  // whose threads: null for the default (KernelOptions::executor)
 };
 
 

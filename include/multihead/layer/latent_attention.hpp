@@ -87,12 +87,12 @@ struct LatentForwardOptions {
   // As ForwardOptions::batch: sequences in x; with a cache, 1 or the cache's batch.
   std::int64_t batch = 1;
   int threads = 0;  // 0: all of the executor's threads
-  Executor* executor = nullptr;  // null: the default (KernelOptions::executor)
   LatentPath path = LatentPath::automatic;
   // The kernel of the naive path over fresh tokens: fused, or the plain reference.
   KernelChoice kernel = KernelChoice::fused;
   // Attention over fresh tokens in fp32, or on operands rounded to bf16 (precision.hpp).
   Precision precision = Precision::fp32;
+  Executor* executor = nullptr;  // whose threads: null for the default (KernelOptions::executor)
 };
 
 namespace variant {
