@@ -67,6 +67,16 @@ struct ForwardOptions {
   // Attention over fresh tokens in fp32, or on Q, K and V rounded to bf16 (precision.hpp).
   Precision precision = Precision::fp32;
   Executor* executor = nullptr;  // whose threads: null for the default (KernelOptions::executor)
+  // Per call, as engines make them. causal: set, it overrides the config's for this call.
+  // Masks: over [batch, heads, q_len, kv_len] of the call's attention (kv_len: the tokens
+  // attended, the cache's length after the append over a cache), broadcast where an extent is 1,
+  // as KernelOptions takes them. lse: where to write each attention row's log-sum-exp,
+  // [batch, heads, tokens] (natural log, of the scaled and modified scores). All checked
+  // before anything, the cache included, is written.
+  std::optional<bool> causal;
+  MaskView<float> additive_mask;
+  MaskView<bool> boolean_mask;
+  LseOutput lse;
 };
 
 
@@ -177,6 +187,7 @@ class Attention {
                const ForwardOptions& options = {}) {
     detail::check_layer_input(x, config_.model_dim, options.batch, options.threads);
     const std::int64_t batch = options.batch, tokens = x.rows() / batch;
+    check_call(options, batch, tokens, tokens);
     const detail::ExecutorScope scope(options.executor);
     const int threads = resolve_threads(options.threads);
     project_inputs(x, threads);
@@ -215,17 +226,12 @@ class Attention {
   template <class Storage>
   void forward(const Eigen::Ref<const RowMatrix>& x, KvCache<Storage>& cache, RowMatrix& y,
                const ForwardOptions& options = {}) {
-    using detail::require;
+    check_cache(cache);
     const std::int64_t batch = cache.batch();
-    require(cache.kv_groups() == config_.kv_groups, "cache kv_groups (", cache.kv_groups(),
-            ") must equal the layer's kv_groups (", config_.kv_groups, ")");
-    require(cache.head_dim() == config_.head_dim, "cache head_dim (", cache.head_dim(),
-            ") must equal the layer's head_dim (", config_.head_dim, ")");
-    require(cache.value_dim() == config_.v_dim(), "cache value_dim (", cache.value_dim(),
-            ") must equal the layer's value_dim (", config_.v_dim(), ")");
     const std::int64_t tokens =
         detail::check_step_input(x, config_.model_dim, options.batch, options.threads, batch,
                                  cache.length(), cache.capacity());
+    check_call(options, batch, tokens, cache.length() + tokens);
     const detail::ExecutorScope scope(options.executor);
     const int threads = resolve_threads(options.threads);
 
@@ -238,7 +244,7 @@ class Attention {
       attend_fresh(batch, tokens, options, threads);
     } else {
       decode_attention(view(q_, batch, tokens, config_.heads, config_.head_dim), cache,
-                       output_view(batch, tokens), kernel_options(threads));
+                       output_view(batch, tokens), kernel_options(options, threads), options.lse);
     }
     detail::project(attended_, wo_, bo_, y, threads);
   }
@@ -260,6 +266,75 @@ class Attention {
     detail::widen_into(x.data, x.size, rows, config_.model_dim, x32_);
     forward(x32_, cache, y32_, options);
     convert(y32_.data(), y.data, y.size);
+  }
+
+  // Cross-attention, as encoder-decoder models run it: queries from x [batch·tokens, model_dim],
+  // keys and values from context [batch·context_tokens, model_dim] (an encoder's output), each
+  // sequence's queries over its own context. Not causal unless options.causal says so (the
+  // config's causal is about a sequence attending to itself), and no rope: the two sequences'
+  // positions do not align. options.batch: the sequences in both.
+  void forward_cross(const Eigen::Ref<const RowMatrix>& x, const Eigen::Ref<const RowMatrix>& context,
+                     RowMatrix& y, const ForwardOptions& options = {}) {
+    detail::check_layer_input(x, config_.model_dim, options.batch, options.threads);
+    detail::check_layer_input(context, config_.model_dim, options.batch, options.threads);
+    const std::int64_t batch = options.batch, tokens = x.rows() / batch;
+    const std::int64_t context_tokens = context.rows() / batch;
+    check_call(options, batch, tokens, context_tokens, false);
+    const detail::ExecutorScope scope(options.executor);
+    const int threads = resolve_threads(options.threads);
+    detail::project(x, wq_, bq_, q_, threads);
+    detail::project(context, wk_, bk_, k_, threads);
+    detail::project(context, wv_, bv_, v_, threads);
+    attended_.resize(x.rows(), config_.heads * config_.v_dim());
+    const std::int64_t d = config_.head_dim;
+    fused_attention(view(q_, batch, tokens, config_.heads, d),
+                    view(k_, batch, context_tokens, config_.kv_groups, d),
+                    view(v_, batch, context_tokens, config_.kv_groups, config_.v_dim()),
+                    output_view(batch, tokens), kernel_options(options, threads, false),
+                    options.lse);
+    detail::project(attended_, wo_, bo_, y, threads);
+  }
+
+  // Appends context's keys and values (this layer's Wk and Wv of it, no rope) to a cache, once,
+  // for forward_cross over the cache at every later step: an encoder's output cached as
+  // decoders keep it. context [cache.batch()·tokens, model_dim].
+  template <class Storage>
+  void cache_context(const Eigen::Ref<const RowMatrix>& context, KvCache<Storage>& cache,
+                     const ForwardOptions& options = {}) {
+    check_cache(cache);
+    const std::int64_t batch = cache.batch();
+    const std::int64_t tokens =
+        detail::check_step_input(context, config_.model_dim, options.batch, options.threads,
+                                 batch, cache.length(), cache.capacity());
+    const detail::ExecutorScope scope(options.executor);
+    const int threads = resolve_threads(options.threads);
+    detail::project(context, wk_, bk_, k_, threads);
+    detail::project(context, wv_, bv_, v_, threads);
+    cache.append(view(k_, batch, tokens, config_.kv_groups, config_.head_dim),
+                 view(v_, batch, tokens, config_.kv_groups, config_.v_dim()));
+  }
+
+  // Cross-attention over keys and values cached elsewhere (cache_context, or an engine's): x's
+  // queries over all cache.length() tokens of each sequence; the cache is only read. Not causal
+  // unless options.causal says so; no rope.
+  template <class Storage>
+  void forward_cross(const Eigen::Ref<const RowMatrix>& x, const KvCache<Storage>& cache,
+                     RowMatrix& y, const ForwardOptions& options = {}) {
+    check_cache(cache);
+    const std::int64_t batch = cache.batch();
+    detail::require(options.batch == 1 || options.batch == batch, "batch (", options.batch,
+                    ") must be 1 (take the cache's) or the cache's batch (", batch, ")");
+    detail::check_layer_input(x, config_.model_dim, batch, options.threads);
+    const std::int64_t tokens = x.rows() / batch;
+    check_call(options, batch, tokens, cache.length(), false);
+    const detail::ExecutorScope scope(options.executor);
+    const int threads = resolve_threads(options.threads);
+    detail::project(x, wq_, bq_, q_, threads);
+    attended_.resize(x.rows(), config_.heads * config_.v_dim());
+    decode_attention(view(q_, batch, tokens, config_.heads, config_.head_dim), cache,
+                     output_view(batch, tokens), kernel_options(options, threads, false),
+                     options.lse);
+    detail::project(attended_, wo_, bo_, y, threads);
   }
 
   // Learned parameters: the four weights and, when configured, their biases.
@@ -323,8 +398,39 @@ class Attention {
                              config_.v_dim());
   }
 
-  KernelOptions kernel_options(int threads) const {
-    return multihead::kernel_options(config_, alibi_slopes_, config_.scale, threads);
+  // A call's kernel options: the config's modifiers, then the call's own (self: whether the
+  // config's causal applies; cross-attention's does not).
+  KernelOptions kernel_options(const ForwardOptions& call, int threads, bool self = true) const {
+    KernelOptions options = multihead::kernel_options(config_, alibi_slopes_, config_.scale, threads);
+    options.causal = call.causal.value_or(self && config_.causal);
+    options.additive_mask = call.additive_mask;
+    options.boolean_mask = call.boolean_mask;
+    return options;
+  }
+
+  // The call's masks, lse and causal mode against its attention's shape, before anything runs.
+  void check_call(const ForwardOptions& call, std::int64_t batch, std::int64_t tokens,
+                  std::int64_t kv_len, bool self = true) const {
+    KernelShape shape;
+    shape.batch = batch;
+    shape.q_len = tokens;
+    shape.kv_len = kv_len;
+    shape.heads = config_.heads;
+    shape.kv_groups = config_.kv_groups;
+    shape.head_dim = config_.head_dim;
+    shape.value_dim = config_.v_dim();
+    detail::check_lse_and_options(shape, call.lse, kernel_options(call, 1, self));
+  }
+
+  template <class Storage>
+  void check_cache(const KvCache<Storage>& cache) const {
+    using detail::require;
+    require(cache.kv_groups() == config_.kv_groups, "cache kv_groups (", cache.kv_groups(),
+            ") must equal the layer's kv_groups (", config_.kv_groups, ")");
+    require(cache.head_dim() == config_.head_dim, "cache head_dim (", cache.head_dim(),
+            ") must equal the layer's head_dim (", config_.head_dim, ")");
+    require(cache.value_dim() == config_.v_dim(), "cache value_dim (", cache.value_dim(),
+            ") must equal the layer's value_dim (", config_.v_dim(), ")");
   }
 
   // With a rope, rotates the projected q and k of `tokens` tokens per sequence, the first at
@@ -343,12 +449,13 @@ class Attention {
     const auto q = view(q_, batch, tokens, config_.heads, d);
     const auto k = view(k_, batch, tokens, config_.kv_groups, d);
     const auto v = view(v_, batch, tokens, config_.kv_groups, dv);
+    const KernelOptions kernel = kernel_options(options, threads);
     if (options.kernel == KernelChoice::reference)
-      reference_attention(q, k, v, output_view(batch, tokens), kernel_options(threads));
+      reference_attention(q, k, v, output_view(batch, tokens), kernel, options.lse);
     else if (options.precision == Precision::bf16)
-      bf16_.fused(q, k, v, output_view(batch, tokens), kernel_options(threads));
+      bf16_.fused(q, k, v, output_view(batch, tokens), kernel, options.lse);
     else
-      fused_attention(q, k, v, output_view(batch, tokens), kernel_options(threads));
+      fused_attention(q, k, v, output_view(batch, tokens), kernel, options.lse);
   }
 
   template <class T>

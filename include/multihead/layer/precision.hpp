@@ -71,8 +71,8 @@ class Bf16Attention {
   // fused_attention of q, k and v rounded to bf16, into the fp32 o.
   void fused(const TensorView<const float>& q, const TensorView<const float>& k,
              const TensorView<const float>& v, const TensorView<float>& o,
-             const KernelOptions& options) {
-    fused_attention(round(q, q_), round(k, k_), round(v, v_), o, options);
+             const KernelOptions& options, LseOutput lse = {}) {
+    fused_attention(round(q, q_), round(k, k_), round(v, v_), o, options, lse);
   }
 
  private:
