@@ -18,6 +18,8 @@
 //   mla_absorbed/<cache>/L:<L>           DeepSeek-V2-Lite's MLA decode over a LatentCache, beside
 //   mla_naive/<cache>/L:<L>              its naive path and MHA of the same size (mla_bench.hpp)
 //   mha_decode/<cache>/L:<L>
+//   serve/mixed/one-call, serve/mixed/per-sequence   a continuous batch of 32 mixed-length
+//                                        sequences decoding a step each (serve_bench.hpp)
 // Run with --benchmark_filter=<regex> to pick benchmarks, e.g. --benchmark_filter='peak|fused/P1'
 // or --benchmark_filter='peak|decode/D1'.
 #include <benchmark/benchmark.h>
@@ -31,6 +33,7 @@
 #include "decode_bench.hpp"
 #include "mla_bench.hpp"
 #include "peak_bench.hpp"
+#include "serve_bench.hpp"
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
@@ -83,6 +86,8 @@ int main(int argc, char** argv) {
   bench::register_decode_benchmarks();
   // MLA decode, absorbed and naive, beside MHA of the same model dim and heads.
   bench::register_mla_benchmarks();
+  // A continuous batch's decode step over a server's own paged pool, in one call and per sequence.
+  bench::register_serve_benchmarks();
 
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
