@@ -4,6 +4,7 @@
 // under the accuracy standard), and every bad call rejected before the cache is touched.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -171,6 +172,61 @@ TEST(LayerCalls, BadCallsLeaveTheCacheAsItWas) {
   KvCache<float> other(s.batch, 64, 2, 8);
   EXPECT_INVALID("cache head_dim (8)", s.layer.cache_context(s.rows(s.context), other));
   EXPECT_EQ(other.length(), 0);
+}
+
+// MLA's layer takes the same per-call fields; its naive and absorbed paths give the same lse
+// (the absorbed scores are the naive ones), prefill and step alike.
+TEST(LayerCalls, LatentLayerCausalPerCallAndTheLseOnEveryPath) {
+  multihead::LatentConfig c;
+  c.model_dim = 48;
+  c.heads = 4;
+  c.latent_dim = 24;
+  c.nope_dim = 16;
+  c.rope_dim = 8;
+  c.value_dim = 12;
+  c.causal = true;
+  multihead::MLA layer(c);
+  layer.init_random(4);
+  multihead::LatentConfig open = c;
+  open.causal = false;
+  multihead::MLA open_layer(open);
+  open_layer.init_random(4);
+  const std::int64_t tokens = 21;
+  const RowMatrix x = Eigen::Map<const RowMatrix>(
+      naive::random_vector(std::size_t(tokens * 48), 9).data(), tokens, 48);
+
+  // causal = false for this call: what a non-causal config gives.
+  multihead::LatentForwardOptions options;
+  options.causal = false;
+  EXPECT_EQ(layer.forward(x, options), open_layer.forward(x));
+
+  std::vector<std::vector<float>> lses;
+  for (const auto path : {multihead::LatentPath::naive, multihead::LatentPath::absorbed}) {
+    multihead::LatentCache<float> cache(1, 64, c.latent_dim, c.rope_dim);
+    std::vector<float> prefill(std::size_t(4 * (tokens - 1)), std::nanf(""));
+    std::vector<float> step(4, std::nanf(""));
+    multihead::LatentForwardOptions o;
+    o.path = path;
+    o.lse = {prefill.data(), std::int64_t(prefill.size())};
+    RowMatrix y;
+    layer.forward(x.topRows(tokens - 1), cache, y, o);
+    o.lse = {step.data(), 4};
+    layer.forward(x.bottomRows(1), cache, y, o);
+    prefill.insert(prefill.end(), step.begin(), step.end());
+    for (float v : prefill) EXPECT_TRUE(std::isfinite(v));
+    lses.push_back(prefill);
+  }
+  for (std::size_t i = 0; i < lses[0].size(); ++i)
+    EXPECT_NEAR(lses[0][i], lses[1][i], 1e-4f * (1.0f + std::abs(lses[0][i]))) << "lse " << i;
+
+  // A bad lse leaves the cache as it was.
+  multihead::LatentCache<float> cache(1, 64, c.latent_dim, c.rope_dim);
+  std::vector<float> lse(3);
+  multihead::LatentForwardOptions bad;
+  bad.lse = {lse.data(), 3};
+  RowMatrix y;
+  EXPECT_INVALID("lse: buffer size (3)", layer.forward(x, cache, y, bad));
+  EXPECT_EQ(cache.length(), 0);
 }
 
 }  // namespace

@@ -401,24 +401,15 @@ class Attention {
   // A call's kernel options: the config's modifiers, then the call's own (self: whether the
   // config's causal applies; cross-attention's does not).
   KernelOptions kernel_options(const ForwardOptions& call, int threads, bool self = true) const {
-    KernelOptions options = multihead::kernel_options(config_, alibi_slopes_, config_.scale, threads);
-    options.causal = call.causal.value_or(self && config_.causal);
-    options.additive_mask = call.additive_mask;
-    options.boolean_mask = call.boolean_mask;
-    return options;
+    return detail::with_call_fields(
+        multihead::kernel_options(config_, alibi_slopes_, config_.scale, threads), call, self);
   }
 
   // The call's masks, lse and causal mode against its attention's shape, before anything runs.
   void check_call(const ForwardOptions& call, std::int64_t batch, std::int64_t tokens,
                   std::int64_t kv_len, bool self = true) const {
-    KernelShape shape;
-    shape.batch = batch;
-    shape.q_len = tokens;
-    shape.kv_len = kv_len;
-    shape.heads = config_.heads;
-    shape.kv_groups = config_.kv_groups;
-    shape.head_dim = config_.head_dim;
-    shape.value_dim = config_.v_dim();
+    const KernelShape shape{batch, tokens, kv_len, config_.heads, config_.kv_groups,
+                            config_.head_dim, config_.v_dim()};
     detail::check_lse_and_options(shape, call.lse, kernel_options(call, 1, self));
   }
 

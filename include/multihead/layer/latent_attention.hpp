@@ -93,6 +93,14 @@ struct LatentForwardOptions {
   // Attention over fresh tokens in fp32, or on operands rounded to bf16 (precision.hpp).
   Precision precision = Precision::fp32;
   Executor* executor = nullptr;  // whose threads: null for the default (KernelOptions::executor)
+  // Per call, as ForwardOptions' (attention.hpp): causal overriding the config's, masks over
+  // [batch, heads, q_len, kv_len], and where to write the log-sum-exps [batch, heads, tokens]
+  // (the same on every path: the absorbed scores are the naive ones). Checked before anything,
+  // the cache included, is written.
+  std::optional<bool> causal;
+  MaskView<float> additive_mask;
+  MaskView<bool> boolean_mask;
+  LseOutput lse;
 };
 
 namespace variant {
@@ -223,6 +231,7 @@ class Attention<variant::Latent> {
                const LatentForwardOptions& options = {}) {
     detail::check_layer_input(x, config_.model_dim, options.batch, options.threads);
     const std::int64_t batch = options.batch, tokens = x.rows() / batch;
+    check_call(options, batch, tokens, tokens);
     const detail::ExecutorScope scope(options.executor);
     const int threads = resolve_threads(options.threads);
     project_inputs(x, batch, tokens, 0, threads);
@@ -248,6 +257,7 @@ class Attention<variant::Latent> {
     const std::int64_t tokens =
         detail::check_step_input(x, config_.model_dim, options.batch, options.threads, batch,
                                  position, cache.capacity());
+    check_call(options, batch, tokens, position + tokens);
     const detail::ExecutorScope scope(options.executor);
     const int threads = resolve_threads(options.threads);
 
@@ -256,11 +266,11 @@ class Attention<variant::Latent> {
     if (position == 0) {
       attend_fresh(batch, tokens, options, threads);
     } else if (options.path == LatentPath::naive) {
-      attend_cache_naive(cache, batch, tokens, threads);
+      attend_cache_naive(cache, batch, tokens, options, threads);
     } else {
       absorb_queries(threads);
       decode_attention(latent_query_view(batch, tokens), cache, latent_output_view(batch, tokens),
-                       kernel_options(threads));
+                       kernel_options(options, threads), options.lse);
       expand_outputs(threads);
     }
     detail::project(attended_, weights_[index(LatentWeight::o_proj)], no_bias_, y, threads);
@@ -298,8 +308,20 @@ class Attention<variant::Latent> {
                     config_.kv_norm ? "" : ", no kv_a_layernorm", ")");
   }
 
-  KernelOptions kernel_options(int threads) const {
-    return multihead::kernel_options(config_, alibi_slopes_, config_.resolved_scale(), threads);
+  // A call's kernel options: the config's modifiers, then the call's own.
+  KernelOptions kernel_options(const LatentForwardOptions& call, int threads) const {
+    return detail::with_call_fields(
+        multihead::kernel_options(config_, alibi_slopes_, config_.resolved_scale(), threads),
+        call);
+  }
+
+  // The call's masks, lse and causal mode against its attention's shape (the naive path's, as
+  // MHA over qk_dim), before anything runs.
+  void check_call(const LatentForwardOptions& call, std::int64_t batch, std::int64_t tokens,
+                  std::int64_t kv_len) const {
+    const KernelShape shape{batch, tokens, kv_len, config_.heads, config_.heads,
+                            config_.qk_dim(), config_.value_dim};
+    detail::check_lse_and_options(shape, call.lse, kernel_options(call, 1));
   }
 
   // Queries q_ [rows, heads·qk_dim] and latent rows latents_ [rows, latent_dim + rope_dim]
@@ -364,23 +386,25 @@ class Attention<variant::Latent> {
       const auto values = TensorView<const float>::strided(latents_.data(), latents_.size(), batch,
                                                            tokens, 1, config_.latent_dim,
                                                            tokens * row, row, config_.latent_dim);
+      const KernelOptions kernel = kernel_options(options, threads);
       if (options.precision == Precision::bf16)
         bf16_.fused(latent_query_view(batch, tokens), keys, values,
-                    latent_output_view(batch, tokens), kernel_options(threads));
+                    latent_output_view(batch, tokens), kernel, options.lse);
       else
         fused_attention(latent_query_view(batch, tokens), keys, values,
-                        latent_output_view(batch, tokens), kernel_options(threads));
+                        latent_output_view(batch, tokens), kernel, options.lse);
       expand_outputs(threads);
       return;
     }
     up_project(latents_, threads);
-    attend_up_projected(batch, tokens, tokens, options.kernel, threads, options.precision);
+    attend_up_projected(batch, tokens, tokens, options.kernel, options, threads,
+                        options.precision);
   }
 
   // The naive path over a cache: every cached latent widened and up-projected.
   template <class Storage>
   void attend_cache_naive(const LatentCache<Storage>& cache, std::int64_t batch,
-                          std::int64_t tokens, int threads) {
+                          std::int64_t tokens, const LatentForwardOptions& options, int threads) {
     const std::int64_t length = cache.length(), row = config_.cached_dim();
     const TensorView<const Storage> rows = cache.keys();
     cached_.resize(batch * length, row);
@@ -389,7 +413,7 @@ class Attention<variant::Latent> {
         Codec<Storage>::template widen<simd::Ops>(rows.row(b, t, 0), row,
                                                   cached_.row(b * length + t).data());
     up_project(cached_, threads);
-    attend_up_projected(batch, tokens, length, KernelChoice::fused, threads);
+    attend_up_projected(batch, tokens, length, KernelChoice::fused, options, threads);
   }
 
   // Per-head keys k_ [rows, heads·qk_dim] = [W_UK·c; k_R] and values (in kv_) of latent rows.
@@ -411,7 +435,7 @@ class Attention<variant::Latent> {
 
   // Dense attention of q_ over k_ and the values in kv_, keys_per_sequence tokens each.
   void attend_up_projected(std::int64_t batch, std::int64_t tokens, std::int64_t keys,
-                           KernelChoice choice, int threads,
+                           KernelChoice choice, const LatentForwardOptions& call, int threads,
                            Precision precision = Precision::fp32) {
     const LatentConfig& c = config_;
     const std::int64_t per_head = c.nope_dim + c.value_dim;
@@ -423,14 +447,15 @@ class Attention<variant::Latent> {
                                                     per_head);
     const auto o = TensorView<float>(attended_.data(), attended_.size(), batch, tokens, c.heads,
                                      c.value_dim);
+    const KernelOptions kernel = kernel_options(call, threads);
     if (choice == KernelChoice::reference)
-      reference_attention(q, k, v, o, kernel_options(threads));
+      reference_attention(q, k, v, o, kernel, call.lse);
     else if (tokens == keys && precision == Precision::bf16)
-      bf16_.fused(q, k, v, o, kernel_options(threads));
+      bf16_.fused(q, k, v, o, kernel, call.lse);
     else if (tokens == keys)
-      fused_attention(q, k, v, o, kernel_options(threads));
+      fused_attention(q, k, v, o, kernel, call.lse);
     else
-      decode_attention(q, k, v, o, kernel_options(threads));
+      decode_attention(q, k, v, o, kernel, call.lse);
   }
 
   // Absorbed queries q_latent_ [rows, heads·(latent_dim + rope_dim)]: per head q_C·W_UK (W_UK the

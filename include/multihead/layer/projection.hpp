@@ -1,6 +1,7 @@
 // What the layers (Attention<Variant>, MLA) compute around their kernels: the projections
 // x·Wᵀ + b split over threads, MLA's per-head products and RMSNorm, the checks of a forward's
-// input, nn.Linear's initialisation, and which kernel a fresh forward runs.
+// input and of a call's own fields, nn.Linear's initialisation, and which kernel a fresh forward
+// runs.
 #pragma once
 
 #include "../core/eigen.hpp"
@@ -60,6 +61,17 @@ inline void check_layer_input(const Eigen::Ref<const RowMatrix>& x, std::int64_t
   require(x.rows() > 0 && x.rows() % batch == 0, "x.rows (", x.rows(),
           ") must be a positive multiple of batch (", batch, ")");
   require(threads >= 0, "threads (", threads, ") must not be negative");
+}
+
+// A layer call's own fields (causal, masks: ForwardOptions and LatentForwardOptions both have
+// them) over the kernel options of the layer's config. self: whether the config's causal
+// applies (not to cross-attention, whose queries and keys are of two sequences).
+template <class Call>
+KernelOptions with_call_fields(KernelOptions options, const Call& call, bool self = true) {
+  options.causal = call.causal.value_or(self && options.causal);
+  options.additive_mask = call.additive_mask;
+  options.boolean_mask = call.boolean_mask;
+  return options;
 }
 
 // The checks of an incremental forward over a cache of `batch` sequences holding `length` of
