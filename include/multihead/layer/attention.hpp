@@ -73,10 +73,10 @@ struct ForwardOptions {
   // as KernelOptions takes them. lse: where to write each attention row's log-sum-exp,
   // [batch, heads, tokens] (natural log, of the scaled and modified scores). All checked
   // before anything, the cache included, is written.
-  std::optional<bool> causal;
-  MaskView<float> additive_mask;
-  MaskView<bool> boolean_mask;
-  LseOutput lse;
+  std::optional<bool> causal = std::nullopt;
+  MaskView<float> additive_mask = {};
+  MaskView<bool> boolean_mask = {};
+  LseOutput lse = {};
 };
 
 

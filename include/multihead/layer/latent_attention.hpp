@@ -97,10 +97,10 @@ struct LatentForwardOptions {
   // [batch, heads, q_len, kv_len], and where to write the log-sum-exps [batch, heads, tokens]
   // (the same on every path: the absorbed scores are the naive ones). Checked before anything,
   // the cache included, is written.
-  std::optional<bool> causal;
-  MaskView<float> additive_mask;
-  MaskView<bool> boolean_mask;
-  LseOutput lse;
+  std::optional<bool> causal = std::nullopt;
+  MaskView<float> additive_mask = {};
+  MaskView<bool> boolean_mask = {};
+  LseOutput lse = {};
 };
 
 namespace variant {
