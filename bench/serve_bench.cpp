@@ -22,15 +22,15 @@ namespace {
 
 constexpr std::int64_t kSequences = 32, kHeads = 32, kGroups = 8, kDim = 128, kBlock = 16;
 
-// 32 sequences of lengths drawn once (fixed seed) from 100 to 8000 tokens, filled with random
+// 32 sequences of lengths drawn once (fixed seed) from [shortest, longest], filled with random
 // K and V into a PagedKvCache whose free blocks were first shuffled (a pool that has served
 // other requests), then read as the server's own memory: the cache's view() and int32 block
 // tables kept as an engine keeps them.
 class MixedBatch {
  public:
-  MixedBatch()
+  MixedBatch(std::int64_t shortest, std::int64_t longest)
       : generator_(20261207), q_(kSequences * kHeads * kDim), o_(kSequences * kHeads * kDim) {
-    std::uniform_int_distribution<std::int64_t> length(100, 8000);
+    std::uniform_int_distribution<std::int64_t> length(shortest, longest);
     std::int64_t blocks = 0;
     for (std::int64_t b = 0; b < kSequences; ++b) {
       lengths_.push_back(std::int32_t(length(generator_)));
@@ -119,10 +119,17 @@ class MixedBatch {
   AlignedFloats q_, o_;
 };
 
-void run_serve(benchmark::State& state, bool one_call, int threads) {
+// A family of the benchmark: its name, and its sequences' shortest and longest lengths.
+struct Mix {
+  const char* name;
+  std::int64_t shortest, longest;
+};
+
+void run_serve(benchmark::State& state, Mix mix, bool one_call, int threads) {
   const MachinePeak& peak = machine_peak(threads);
-  MixedBatch& batch =
-      last_problem<MixedBatch>("serve/mixed", [] { return std::make_unique<MixedBatch>(); });
+  MixedBatch& batch = last_problem<MixedBatch>(mix.name, [&] {
+    return std::make_unique<MixedBatch>(mix.shortest, mix.longest);
+  });
   multihead::KernelOptions options;
   options.threads = threads;
   const double seconds = timed_loop(state, [&] {
@@ -141,12 +148,14 @@ void run_serve(benchmark::State& state, bool one_call, int threads) {
 }  // namespace
 
 void register_serve_benchmarks() {
-  for (const bool one_call : {true, false})
-    for (int threads : thread_counts())
-      configure(benchmark::RegisterBenchmark(
-          with_threads(one_call ? "serve/mixed/one-call" : "serve/mixed/per-sequence", threads)
-              .c_str(),
-          run_serve, one_call, threads));
+  for (const Mix mix : {Mix{"serve/mixed", 100, 8000}, Mix{"serve/mixed-short", 16, 512}})
+    for (const bool one_call : {true, false})
+      for (int threads : thread_counts())
+        configure(benchmark::RegisterBenchmark(
+            with_threads(std::string(mix.name) + (one_call ? "/one-call" : "/per-sequence"),
+                         threads)
+                .c_str(),
+            run_serve, mix, one_call, threads));
 }
 
 }  // namespace bench

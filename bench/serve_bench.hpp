@@ -5,6 +5,8 @@
 //                                          GQA 32/8, d 128, a bf16 pool of 16-token blocks in
 //                                          random order) each decode one token, in one call
 //   serve/mixed/per-sequence/threads:<n>   the same 32 steps, one call per sequence
+//   serve/mixed-short/{one-call,per-sequence}/threads:<n>   the same with 16 to 512 tokens per
+//                                          sequence, where a call's own cost counts
 //
 // Each reports report_roofline()'s counters for
 //   flops = 4·heads·d·Σ lengths (Q·Kᵀ and P·V)
