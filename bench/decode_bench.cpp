@@ -109,7 +109,7 @@ class PagedProblem final : public DecodeProblem {
       : DecodeProblem(shape),
         cache_(shape.batch * ((shape.lkv + kBlockSize - 1) / kBlockSize), kBlockSize, shape.groups,
                shape.d) {
-    scatter_free_blocks();
+    scatter_free_blocks(cache_, generator_);
     for (std::int64_t b = 0; b < shape.batch; ++b) {
       const auto seq = cache_.add_sequence();
       fill_kv(shape, 1, generator_,
@@ -140,23 +140,6 @@ class PagedProblem final : public DecodeProblem {
   }
 
  private:
-  // Leaves the pool's free list in random order, as in a pool that has served other sequences:
-  // a fresh pool hands out its blocks in address order, which would lay a sequence out as
-  // contiguously as a KvCache and hide what walking a block table costs. Each block is taken by
-  // a one-token sequence, then the sequences are released in shuffled order.
-  void scatter_free_blocks() {
-    const std::vector<float> token(static_cast<std::size_t>(shape_.groups * shape_.d), 0.0f);
-    const multihead::TensorView<const float> row(
-        token.data(), static_cast<std::int64_t>(token.size()), 1, 1, shape_.groups, shape_.d);
-    std::vector<std::int64_t> holders;
-    while (cache_.free_blocks() > 0) {
-      holders.push_back(cache_.add_sequence());
-      cache_.append(holders.back(), row, row);
-    }
-    std::shuffle(holders.begin(), holders.end(), generator_);
-    for (const std::int64_t seq : holders) cache_.release(seq);
-  }
-
   multihead::PagedKvCache<Storage> cache_;
   std::vector<std::int64_t> sequences_;
   std::vector<std::int32_t> table_, lengths_;  // kView: the tables as an engine keeps them

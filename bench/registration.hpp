@@ -6,6 +6,8 @@
 
 #include <multihead/multihead.hpp>
 
+#include <algorithm>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -68,6 +70,25 @@ Problem& last_problem(const std::string& name, Make&& make) {
     cached_name = name;
   }
   return *cached;
+}
+
+// Leaves a paged cache's free list in random order, as in a pool that has served other
+// sequences: a fresh pool hands out its blocks in address order, which would lay a sequence out
+// as contiguously as a KvCache and hide what walking a block table costs. Each block is taken
+// by a one-token sequence, then the sequences are released in shuffled order.
+template <class Cache, class Generator>
+void scatter_free_blocks(Cache& cache, Generator& generator) {
+  const std::vector<float> token(static_cast<std::size_t>(cache.kv_groups() * cache.head_dim()),
+                                 0.0f);
+  const multihead::TensorView<const float> row(token.data(), std::int64_t(token.size()), 1, 1,
+                                               cache.kv_groups(), cache.head_dim());
+  std::vector<std::int64_t> holders;
+  while (cache.free_blocks() > 0) {
+    holders.push_back(cache.add_sequence());
+    cache.append(holders.back(), row, row);
+  }
+  std::shuffle(holders.begin(), holders.end(), generator);
+  for (const std::int64_t seq : holders) cache.release(seq);
 }
 
 // Wall-clock time, since the work is spread over threads; rate counters are then divided by the

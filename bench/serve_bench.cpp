@@ -23,8 +23,8 @@ namespace {
 constexpr std::int64_t kSequences = 32, kHeads = 32, kGroups = 8, kDim = 128, kBlock = 16;
 
 // 32 sequences of lengths drawn once (fixed seed) from [shortest, longest], filled with random
-// K and V into a PagedKvCache whose free blocks were first shuffled (a pool that has served
-// other requests), then read as the server's own memory: the cache's view() and int32 block
+// K and V into a PagedKvCache whose free blocks were first scattered (registration.hpp), then
+// read as the server's own memory: the cache's view() and int32 block
 // tables kept as an engine keeps them.
 class MixedBatch {
  public:
@@ -38,7 +38,7 @@ class MixedBatch {
     }
     cache_ = std::make_unique<multihead::PagedKvCache<multihead::bf16>>(blocks, kBlock, kGroups,
                                                                         kDim);
-    shuffle_free_blocks();
+    scatter_free_blocks(*cache_, generator_);
     std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
     std::vector<float> k(std::size_t(256 * kGroups * kDim)), v(k.size());
     std::vector<std::int64_t> ids;
@@ -97,19 +97,6 @@ class MixedBatch {
   multihead::TensorView<float> outputs(std::int64_t first, std::int64_t count) {
     const std::int64_t row = kHeads * kDim;
     return {o_.data() + first * row, count * row, count, 1, kHeads, kDim};
-  }
-
-  void shuffle_free_blocks() {
-    std::vector<float> token(std::size_t(kGroups * kDim), 0.0f);
-    const multihead::TensorView<const float> row(token.data(), std::int64_t(token.size()), 1, 1,
-                                                 kGroups, kDim);
-    std::vector<std::int64_t> holders;
-    while (cache_->free_blocks() > 0) {
-      holders.push_back(cache_->add_sequence());
-      cache_->append(holders.back(), row, row);
-    }
-    std::shuffle(holders.begin(), holders.end(), generator_);
-    for (const std::int64_t seq : holders) cache_->release(seq);
   }
 
   std::mt19937 generator_;

@@ -77,7 +77,8 @@ struct OwnedPool {
     std::iota(order.begin(), order.end(), Index{0});
     std::shuffle(order.begin(), order.end(), std::mt19937(7));
     std::size_t next = 0;
-    table.assign(std::size_t(std::max<std::int64_t>(max_blocks, 1)) * lengths.size(), Index(-1));
+    const std::size_t row = std::size_t(row_stride());
+    table.assign(row * lengths.size(), Index(-1));
     for (std::size_t b = 0; b < lengths.size(); ++b) {
       const std::int64_t n = lengths[b], held = (n + bs - 1) / bs;
       inputs.push_back(make_inputs(
@@ -85,20 +86,18 @@ struct OwnedPool {
           std::uint64_t(17 * b + 3)));
       for (std::int64_t i = 0; i < held; ++i) {
         const Index id = order[next++];
-        table[b * std::size_t(std::max<std::int64_t>(max_blocks, 1)) + std::size_t(i)] = id;
+        table[b * row + std::size_t(i)] = id;
         indices.push_back(id);
       }
       for (std::int64_t t = 0; t < n; ++t)
         for (std::int64_t g = 0; g < kGroups; ++g) {
-          const std::int64_t block = table[b * std::size_t(std::max<std::int64_t>(max_blocks, 1)) +
-                                           std::size_t(t / bs)],
-                             row = t % bs;
+          const std::int64_t block = table[b * row + std::size_t(t / bs)], at = t % bs;
           const float* x = inputs.back().k.data() + (t * kGroups + g) * kDim;
           const float* y = inputs.back().v.data() + (t * kGroups + g) * kDim;
           put_row(x, kDim, k_pool.data() + block * view.k_block_stride +
-                               row * view.k_token_stride + g * view.k_group_stride);
+                               at * view.k_token_stride + g * view.k_group_stride);
           put_row(y, kDim, v_pool.data() + block * view.v_block_stride +
-                               row * view.v_token_stride + g * view.v_group_stride);
+                               at * view.v_token_stride + g * view.v_group_stride);
         }
       table_lengths.push_back(Index(n));
       indptr.push_back(Index(indices.size()));
