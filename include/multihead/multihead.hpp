@@ -38,6 +38,7 @@
 #include "attention/state.hpp"
 #include "attention/varlen.hpp"
 
+#include "cache/batch.hpp"
 #include "cache/decode.hpp"
 #include "cache/kv_cache.hpp"
 #include "cache/latent_cache.hpp"

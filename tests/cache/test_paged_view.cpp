@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "support/kernel_testing.hpp"
+#include "support/owned_pool.hpp"
 #include "support/testing.hpp"
 
 namespace {
@@ -31,93 +32,6 @@ using multihead::q8;
 using multihead::Span;
 using test_support::kInf;
 using test_support::stored;
-
-// n floats into a row of Storage.
-template <class S>
-void put_row(const float* x, std::int64_t n, S* row) {
-  if constexpr (std::is_same_v<S, float>) {
-    std::copy(x, x + n, row);
-  } else if constexpr (std::is_same_v<S, bf16>) {
-    for (std::int64_t i = 0; i < n; ++i) row[i] = multihead::to_bf16(x[i]);
-  } else if constexpr (std::is_same_v<S, fp16>) {
-    for (std::int64_t i = 0; i < n; ++i) row[i] = multihead::to_fp16(x[i]);
-  } else {
-    Codec<S>::encode(x, n, row);
-  }
-}
-
-// A pool the test owns, its blocks handed to the sequences in a shuffled order, with every
-// block id of every sequence in a FlashAttention table and a FlashInfer indptr / indices pair.
-template <class S, class Index>
-struct OwnedPool {
-  static constexpr std::int64_t kGroups = 2, kHeads = 8, kDim = 64;
-  std::int64_t block_size, max_blocks = 0;
-  std::vector<std::int64_t> lengths;
-  std::vector<Inputs> inputs;  // per sequence: [1, length, groups, dim] K and V (and its q)
-  std::vector<S> k_pool, v_pool;
-  PagedKvView<S> view;
-  std::vector<Index> table, table_lengths, indptr{0}, indices, last_page_len;
-
-  OwnedPool(std::int64_t bs, std::vector<std::int64_t> lens, int q_len, bool group_major)
-      : block_size(bs), lengths(std::move(lens)) {
-    std::int64_t blocks = 0;
-    for (std::int64_t n : lengths) {
-      blocks += (n + bs - 1) / bs;
-      max_blocks = std::max(max_blocks, (n + bs - 1) / bs);
-    }
-    const std::int64_t num_blocks = blocks + 3;  // some never used
-    const std::int64_t units = Codec<S>::units(kDim);
-    k_pool.assign(std::size_t(num_blocks * bs * kGroups * units), S{});
-    v_pool = k_pool;
-    view = group_major ? PagedKvView<S>::group_major(k_pool.data(), v_pool.data(), num_blocks,
-                                                     bs, kGroups, kDim, kDim)
-                       : PagedKvView<S>::token_major(k_pool.data(), v_pool.data(), num_blocks,
-                                                     bs, kGroups, kDim, kDim);
-    std::vector<Index> order(static_cast<std::size_t>(num_blocks));
-    std::iota(order.begin(), order.end(), Index{0});
-    std::shuffle(order.begin(), order.end(), std::mt19937(7));
-    std::size_t next = 0;
-    const std::size_t row = std::size_t(row_stride());
-    table.assign(row * lengths.size(), Index(-1));
-    for (std::size_t b = 0; b < lengths.size(); ++b) {
-      const std::int64_t n = lengths[b], held = (n + bs - 1) / bs;
-      inputs.push_back(make_inputs(
-          make_shape(1, q_len, std::max<std::int64_t>(n, 1), kHeads, kGroups, kDim, kDim),
-          std::uint64_t(17 * b + 3)));
-      for (std::int64_t i = 0; i < held; ++i) {
-        const Index id = order[next++];
-        table[b * row + std::size_t(i)] = id;
-        indices.push_back(id);
-      }
-      for (std::int64_t t = 0; t < n; ++t)
-        for (std::int64_t g = 0; g < kGroups; ++g) {
-          const std::int64_t block = table[b * row + std::size_t(t / bs)], at = t % bs;
-          const float* x = inputs.back().k.data() + (t * kGroups + g) * kDim;
-          const float* y = inputs.back().v.data() + (t * kGroups + g) * kDim;
-          put_row(x, kDim, k_pool.data() + block * view.k_block_stride +
-                               at * view.k_token_stride + g * view.k_group_stride);
-          put_row(y, kDim, v_pool.data() + block * view.v_block_stride +
-                               at * view.v_token_stride + g * view.v_group_stride);
-        }
-      table_lengths.push_back(Index(n));
-      indptr.push_back(Index(indices.size()));
-      last_page_len.push_back(Index(n == 0 ? 0 : (n - 1) % bs + 1));
-    }
-  }
-
-  std::int64_t count() const { return std::int64_t(lengths.size()); }
-  std::int64_t row_stride() const { return std::max<std::int64_t>(max_blocks, 1); }
-  PagedSequences<Index> as_block_table() const {
-    return PagedSequences<Index>::from_block_table({table.data(), std::int64_t(table.size())},
-                                                   row_stride(),
-                                                   {table_lengths.data(), count()});
-  }
-  PagedSequences<Index> as_indptr() const {
-    return PagedSequences<Index>::from_page_indptr(
-        {indptr.data(), std::int64_t(indptr.size())},
-        {indices.data(), std::int64_t(indices.size())}, {last_page_len.data(), count()});
-  }
-};
 
 struct Outputs {
   std::vector<float> q, o, lse;

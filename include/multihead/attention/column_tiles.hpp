@@ -393,14 +393,15 @@ class ColumnTiles {
   template <class S>
   void begin(const DecodeProblem& pr, const BlockSite& at) {
     pr_ = &pr;
-    pr.pass->block_rows(block_, at.b, at.g, at.r0, rows_, BR, pr.shape.q_len, at.length);
+    pr.pass->block_rows(block_, at.b, at.g, at.r0, rows_, BR, pr.queries(at.b), at.length);
     for (int r = 0; r < BR; ++r)
       pr.pass->start(block_, r, at.first_split, max_sum_[r], max_sum_[BR + r]);
+    const QueryRows queries = pr.query_rows(at.b);
     if constexpr (kPairs)
-      pack_query_pairs<BR>(std::get<TensorView<const bf16>>(pr.q), at.b, at.g,
+      pack_query_pairs<BR>(std::get<TensorView<const bf16>>(queries), 0, at.g,
                            pr.shape.group_size(), at.r0, rows_, d_, query());
     else
-      pack_transposed_rows(pr.q, at.b, at.g, pr.shape.group_size(), at.r0, rows_, BR, d_, qt_);
+      pack_transposed_rows(queries, 0, at.g, pr.shape.group_size(), at.r0, rows_, BR, d_, qt_);
     std::fill(ot_, ot_ + dv_ * BR, 0.0f);
     for (int v = 0; v < NV; ++v) {
       m_[v] = Ops::load(max_sum_ + v * W);

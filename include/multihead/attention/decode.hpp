@@ -38,8 +38,10 @@
 // thread counts (never between runs with the same count).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "../core/compiled.hpp"
 #include "../core/parallel.hpp"
@@ -57,41 +59,72 @@ namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace detail {
 
-// The transposed tiles with as many row vectors as a block needs.
-template <class Ops, int D, int DV, class Pr, class Source>
-void run_column_tiles(const DecodeProblem& pr, const Source& source, std::int64_t vectors,
-                      int threads) {
+// The tile path a sequence's rows (its queries × group size) take: 0 for the row-major tiles,
+// else the transposed tiles' row vectors per block: the fewest that hold the rows in blocks of
+// equal size, at most Ops::NV.
+template <class Ops, int D, int DV>
+int tile_path(std::int64_t rows, std::int64_t head_dim) {
   constexpr int W = Ops::W, NV = Blocking<Ops>::NV;
-  if (vectors == 1)
-    run_decode_blocks<ColumnTiles<Ops, D, DV, 1, Pr>>(pr, source, W, threads);
-  else if (vectors == 2 || NV == 2)
-    run_decode_blocks<ColumnTiles<Ops, D, DV, 2, Pr>>(pr, source, 2 * W, threads);
-  else if constexpr (NV >= 3)
-    run_decode_blocks<ColumnTiles<Ops, D, DV, 3, Pr>>(pr, source, 3 * W, threads);
-}
-
-template <class Ops, int D, int DV, class Source>
-void run_decode_dims(const DecodeProblem& pr, const Source& source, int threads) {
-  constexpr int W = Ops::W, NV = Blocking<Ops>::NV;
-  const std::int64_t rows_total = pr.shape.q_len * pr.shape.group_size();
   // Row-major tiles reduce each score across lanes once per head dim, which wide heads (MLA's
   // absorbed 576) make cheap, while the transposed tiles' Qᵀ and Oᵀ (dim × rows) would no
   // longer fit L1: measured on MLA's 16 × 576 / 512, 0.49 of FMA peak against 0.25.
-  const bool wide = pr.shape.head_dim >= 256;
-  if (rows_total <= W / 2 || (wide && rows_total <= RowTiles<Ops, D, DV>::kMaxRows)) {
-    run_decode_blocks<RowTiles<Ops, D, DV>>(pr, source, int(rows_total), threads);
-    return;
-  }
-  const std::int64_t blocks = (rows_total + W * NV - 1) / (W * NV);
-  const std::int64_t vectors = (round_up(rows_total, blocks) / blocks + W - 1) / W;
+  const bool wide = head_dim >= 256;
+  if (rows <= W / 2 || (wide && rows <= RowTiles<Ops, D, DV>::kMaxRows)) return 0;
+  const std::int64_t blocks = (rows + W * NV - 1) / (W * NV);
+  return int((round_up(rows, blocks) / blocks + W - 1) / W);
+}
+
+// The transposed tiles with `vectors` row vectors per block, on the products Pr.
+template <class Ops, int D, int DV, class Pr, class Source>
+void run_column_vectors(const DecodeProblem& pr, const Source& source,
+                        Span<const std::int64_t> entries, int vectors, int threads) {
+  constexpr int W = Ops::W, NV = Blocking<Ops>::NV;
+  if (vectors == 1)
+    run_decode_blocks<ColumnTiles<Ops, D, DV, 1, Pr>>(pr, source, entries, W, threads);
+  else if (vectors == 2 || NV == 2)
+    run_decode_blocks<ColumnTiles<Ops, D, DV, 2, Pr>>(pr, source, entries, 2 * W, threads);
+  else if constexpr (NV >= 3)
+    run_decode_blocks<ColumnTiles<Ops, D, DV, 3, Pr>>(pr, source, entries, 3 * W, threads);
+}
+
+template <class Ops, int D, int DV, class Source>
+void run_column_tiles(const DecodeProblem& pr, const Source& source,
+                      Span<const std::int64_t> entries, int vectors, int threads) {
 #if defined(MULTIHEAD_HAS_AVX512BF16)
   // bf16 queries over bf16 rows of an even head dim: the bf16 products (products.hpp).
   if constexpr (std::is_same_v<typename Source::storage_type, bf16>) {
     if (std::holds_alternative<TensorView<const bf16>>(pr.q) && pr.shape.head_dim % 2 == 0)
-      return run_column_tiles<Ops, D, DV, Bf16PairProducts>(pr, source, vectors, threads);
+      return run_column_vectors<Ops, D, DV, Bf16PairProducts>(pr, source, entries, vectors,
+                                                               threads);
   }
 #endif
-  run_column_tiles<Ops, D, DV, FloatProducts<Ops>>(pr, source, vectors, threads);
+  run_column_vectors<Ops, D, DV, FloatProducts<Ops>>(pr, source, entries, vectors, threads);
+}
+
+// Each sequence's rows pick their path (tile_path); the sequences of one path run in one pass,
+// so a mixed batch (decode steps beside prefill chunks) makes a pass per path it uses, and a
+// uniform one a single pass. Sequences without queries are skipped.
+template <class Ops, int D, int DV, class Source>
+void run_decode_dims(const DecodeProblem& pr, const Source& source, int threads) {
+  constexpr int NV = Blocking<Ops>::NV;
+  thread_local std::vector<std::int64_t> by_path[NV + 1];  // kept, like the plan
+  std::int64_t most_rows = 0;  // of the row-major pass: its block size
+  for (auto& entries : by_path) entries.clear();
+  for (std::int64_t b = 0; b < pr.shape.batch; ++b) {
+    const std::int64_t rows = pr.queries(b) * pr.shape.group_size();
+    if (rows == 0) continue;
+    const int path = tile_path<Ops, D, DV>(rows, pr.shape.head_dim);
+    by_path[path].push_back(b);
+    if (path == 0) most_rows = std::max(most_rows, rows);
+  }
+  const auto entries = [&](int path) {
+    return Span<const std::int64_t>{by_path[path].data(), std::int64_t(by_path[path].size())};
+  };
+  if (most_rows > 0)
+    run_decode_blocks<RowTiles<Ops, D, DV>>(pr, source, entries(0), int(most_rows), threads);
+  for (int vectors = 1; vectors <= NV; ++vectors)
+    if (!by_path[vectors].empty())
+      run_column_tiles<Ops, D, DV>(pr, source, entries(vectors), vectors, threads);
 }
 
 // Head dim 128 (the common decoder head) and MLA's absorbed 576 / 512 (DeepSeek-V2 and V3) get
@@ -115,12 +148,14 @@ MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const KvRows
 MULTIHEAD_INSTANCE(void run_decode<simd::Ops>(const DecodeProblem&, const KvRows<q4>&, int))
 
 // Runs a checked call: its scale and score modifiers from the options, threads resolved.
+// cu_q: packed queries (DecodeProblem), or null.
 template <class Q, class O, class Source>
 void decode(const TensorView<const Q>& q, const TensorView<O>& o, LseOutput lse,
-            const KernelOptions& options, const KernelShape& shape, const Source& source) {
+            const KernelOptions& options, const KernelShape& shape, const Source& source,
+            const std::int64_t* cu_q = nullptr) {
   const ScorePass pass(options, shape);
-  const DecodeProblem problem{q, o, lse.data, shape, resolved_scale(options, shape.head_dim),
-                              &pass};
+  const DecodeProblem problem{q,     o,     lse.data, shape, resolved_scale(options, shape.head_dim),
+                              &pass, cu_q};
   const ExecutorScope scope(options.executor);
   run_decode<simd::Ops>(problem, source, resolve_threads(options.threads));
 }

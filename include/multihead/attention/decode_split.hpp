@@ -18,6 +18,12 @@ namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace detail {
 
+// A block of one sequence's rows and the keys [begin, end) some row of it sees.
+struct DecodeBlock {
+  std::int64_t b, r0, begin, end;
+  int rows;
+};
+
 struct DecodeUnit {
   std::int64_t b, r0;       // batch entry, first row of the block (in every group)
   std::int64_t begin, end;  // keys of this split
@@ -33,6 +39,7 @@ struct DecodeMerge {
 
 // The calling thread's plan, kept between calls like the per-thread scratch.
 struct DecodePlan {
+  std::vector<DecodeBlock> blocks;
   std::vector<DecodeUnit> units;
   std::vector<DecodeMerge> merges;
   std::vector<float> states;
@@ -49,48 +56,55 @@ std::int64_t tile_tokens(std::int64_t groups, std::int64_t d, std::int64_t dv) {
   return std::clamp<std::int64_t>((std::int64_t{256} << 10) / per_token / 4 * 4, 8, Path::BC);
 }
 
-// Units: batch entry × block of rows × split of the cache, every KV group inside, so that a
-// unit reads its part of the cache in address order. States of a split unit: per group
-// [rows][dv] outputs, then rows maxima, then rows sums.
+// Runs the batch entries `entries` (each with at least one query) on one path, their rows in
+// blocks of at most block_rows. Units: batch entry × block of rows × split of the cache, every
+// KV group inside, so that a unit reads its part of the cache in address order. States of a
+// split unit: per group [rows][dv] outputs, then rows maxima, then rows sums.
 template <class Path, class Source>
-void run_decode_blocks(const DecodeProblem& pr, const Source& source, int block_rows,
-                       int threads) {
+void run_decode_blocks(const DecodeProblem& pr, const Source& source,
+                       Span<const std::int64_t> entries, int block_rows, int threads) {
   using S = typename Source::storage_type;
   const KernelShape& s = pr.shape;
-  const std::int64_t rows_total = s.q_len * s.group_size();
-  const std::int64_t blocks = (rows_total + block_rows - 1) / block_rows;
   const std::int64_t d = s.head_dim, dv = s.value_dim, groups = s.kv_groups;
   const std::int64_t tile_keys = tile_tokens<Path, S>(groups, d, dv);
-
-  // Split length: even shares of all keys for ~4 units per thread (dynamic scheduling evens
-  // out ragged lengths), never below kMinSplitKeys, in whole tiles; one thread never splits.
-  std::int64_t total_keys = 0;
-  for (std::int64_t b = 0; b < s.batch; ++b) total_keys += source.length(b);
-  const std::int64_t target_units = threads > 1 ? 4 * std::int64_t(threads) : 1;
-  const std::int64_t split =
-      round_up(std::max(kMinSplitKeys, total_keys * blocks / target_units + 1), tile_keys);
 
   // The calling thread's plan; a reference, since the lambdas below run on other threads,
   // where the name of a thread_local means their own copy.
   thread_local DecodePlan calling_thread_plan;
-  BlockRows block;  // each block's rows in turn, for the keys they see
   DecodePlan& plan = calling_thread_plan;
+  plan.blocks.clear();
   plan.units.clear();
   plan.merges.clear();
+
+  // Every entry's blocks of rows, and the keys they see in all: the call's work.
+  BlockRows block;  // each block's rows in turn, for the keys they see
+  std::int64_t total_keys = 0;
+  for (std::int64_t i = 0; i < entries.size; ++i) {
+    const std::int64_t b = entries.data[i], queries = pr.queries(b);
+    const std::int64_t rows_total = queries * s.group_size();
+    for (std::int64_t r0 = 0; r0 < rows_total; r0 += block_rows) {
+      const int rows = int(std::min<std::int64_t>(block_rows, rows_total - r0));
+      pr.pass->block_rows(block, b, 0, r0, rows, rows, queries, source.length(b));
+      plan.blocks.push_back({b, r0, block.begin, block.end, rows});
+      total_keys += block.end - block.begin;
+    }
+  }
+
+  // Split length: even shares of the work for ~4 units per thread (dynamic scheduling evens
+  // out ragged lengths), never below kMinSplitKeys, in whole tiles; one thread never splits.
+  const std::int64_t target_units = threads > 1 ? 4 * std::int64_t(threads) : 1;
+  const std::int64_t split =
+      round_up(std::max(kMinSplitKeys, total_keys / target_units + 1), tile_keys);
   const std::int64_t group_floats = block_rows * (dv + 2), slot_floats = groups * group_floats;
   std::int64_t slots = 0;
-  for (std::int64_t b = 0; b < s.batch; ++b)
-    for (std::int64_t index = 0; index < blocks; ++index) {
-      const std::int64_t r0 = index * block_rows;
-      const int rows = int(std::min<std::int64_t>(block_rows, rows_total - r0));
-      pr.pass->block_rows(block, b, 0, r0, rows, rows, s.q_len, source.length(b));
-      const std::int64_t begin = block.begin, end = block.end;  // the keys any row sees
-      const std::int64_t splits = std::max<std::int64_t>(1, (end - begin + split - 1) / split);
-      if (splits > 1) plan.merges.push_back({b, r0, slots, splits, rows});
-      for (std::int64_t i = 0; i < splits; ++i)
-        plan.units.push_back({b, r0, begin + i * split, std::min(end, begin + (i + 1) * split),
-                              splits > 1 ? slots++ : -1, rows, i == 0});
-    }
+  for (const DecodeBlock& k : plan.blocks) {
+    const std::int64_t splits = std::max<std::int64_t>(1, (k.end - k.begin + split - 1) / split);
+    if (splits > 1) plan.merges.push_back({k.b, k.r0, slots, splits, k.rows});
+    for (std::int64_t i = 0; i < splits; ++i)
+      plan.units.push_back({k.b, k.r0, k.begin + i * split,
+                            std::min(k.end, k.begin + (i + 1) * split), splits > 1 ? slots++ : -1,
+                            k.rows, i == 0});
+  }
   if (plan.states.size() < static_cast<std::size_t>(slots * slot_floats))
     plan.states.resize(static_cast<std::size_t>(slots * slot_floats));
 
@@ -149,9 +163,6 @@ void run_decode_blocks(const DecodeProblem& pr, const Source& source, int block_
     }
   });
 }
-
-// Picks the tile path for the block's row count: row-major for few rows, transposed with the
-// fewest row vectors that hold them otherwise (blocks of equal size, at most Ops::NV vectors).
 
 }  // namespace detail
 }  // namespace MULTIHEAD_ISA_NAMESPACE

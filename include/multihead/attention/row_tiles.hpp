@@ -86,10 +86,11 @@ class RowTiles {
   template <class S>
   void begin(const DecodeProblem& pr, const BlockSite& at) {
     pr_ = &pr;
-    pr.pass->block_rows(block_, at.b, at.g, at.r0, rows_, rows_, pr.shape.q_len, at.length);
+    pr.pass->block_rows(block_, at.b, at.g, at.r0, rows_, rows_, pr.queries(at.b), at.length);
+    const QueryRows queries = pr.query_rows(at.b);
     for (int r = 0; r < rows_; ++r) {
       float* q = q_ + r * dp_;
-      load_query_row(pr.q, at.b, block_.query[r], block_.head[r], pr.scale, q);
+      load_query_row(queries, 0, block_.query[r], block_.head[r], pr.scale, q);
       if constexpr (kPaired<S>) {  // even-indexed values first in each pair of vectors
         alignas(64) float pair[2 * W];
         for (std::int64_t p = 0; p < d_; p += 2 * W) {

@@ -50,14 +50,28 @@ namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace detail {
 
-// One decode call as the paths see it.
+// One decode call as the paths see it: every sequence's queries over its cached keys, either the
+// same q_len new queries each (q [batch, q_len, heads, head_dim]) or, in a mixed batch, each its
+// own count, packed one sequence after another (q [1, total, heads, head_dim]; cu_q[b] is where
+// sequence b's start, FlashAttention's cu_seqlens_q). o and lse follow q's layout: lse is
+// [batch, heads, q_len], or [heads, total] packed (FlashAttention's varlen layout).
 struct DecodeProblem {
   QueryRows q;   // float, bf16 or fp16 (activations.hpp)
   OutputRows o;
   float* lse;
-  KernelShape shape;  // kv_len: the longest sequence
+  KernelShape shape;  // batch: the sequences; kv_len: the longest; packed: q_len is the total
   float scale;
   const ScorePass* pass;
+  const std::int64_t* cu_q = nullptr;  // packed: batch + 1 offsets, else null
+
+  // Sequence b's new queries: how many, and their rows as a view of batch 1.
+  std::int64_t queries(std::int64_t b) const {
+    return cu_q != nullptr ? cu_q[b + 1] - cu_q[b] : shape.q_len;
+  }
+  QueryRows query_rows(std::int64_t b) const {
+    return cu_q != nullptr ? token_range(q, 0, cu_q[b], queries(b))
+                           : token_range(q, b, 0, shape.q_len);
+  }
 };
 
 // Where a unit's rows are, for the score modifiers and the sinks: batch entry, KV group, first
@@ -79,15 +93,17 @@ inline void store_state_row(const OutputRows& o, std::int64_t b, std::int64_t t,
   if (lse != nullptr) *lse = log_sum_exp(max, sum);
 }
 
-// Row r of group g's row space (shape.hpp's row_site): writes its normalised output (out: dv
-// unnormalised values) and log-sum-exp.
+// Row r of sequence b's group g row space (shape.hpp's row_site): writes its normalised output
+// (out: dv unnormalised values) and log-sum-exp.
 inline void store_row(const DecodeProblem& pr, std::int64_t b, std::int64_t g, std::int64_t r,
                       const float* out, float max, float sum) {
-  const RowSite at = row_site(g, r, pr.shape.group_size());
-  float* lse = pr.lse != nullptr
-                   ? pr.lse + (b * pr.shape.heads + at.head) * pr.shape.q_len + at.position
-                   : nullptr;
-  store_state_row(pr.o, b, at.position, at.head, out, 1, max, sum, lse);
+  const KernelShape& s = pr.shape;
+  const RowSite at = row_site(g, r, s.group_size());
+  const std::int64_t entry = pr.cu_q != nullptr ? 0 : b;
+  const std::int64_t token = pr.cu_q != nullptr ? pr.cu_q[b] + at.position : at.position;
+  float* lse = pr.lse != nullptr ? pr.lse + (entry * s.heads + at.head) * s.q_len + token
+                                 : nullptr;
+  store_state_row(pr.o, entry, token, at.head, out, 1, max, sum, lse);
 }
 
 }  // namespace detail

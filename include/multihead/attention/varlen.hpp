@@ -17,9 +17,10 @@ inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace detail {
 
 // Throws unless cu holds `count` + 1 offsets (count = -1: any count of at least one sequence)
-// from 0, never decreasing, up to `total`.
-inline std::int64_t check_offsets(Span<const std::int64_t> cu, std::int64_t total,
-                                  const char* name, std::int64_t count = -1) {
+// from 0, never decreasing, up to `total`; returns the count. Index: int64 or int32.
+template <class Index>
+std::int64_t check_offsets(Span<const Index> cu, std::int64_t total, const char* name,
+                           std::int64_t count = -1) {
   require(cu.data != nullptr, name, ": data is null (size ", cu.size, ")");
   require(cu.size >= 2, name, ": need at least 2 offsets (one sequence), got ", cu.size);
   if (count >= 0)

@@ -20,17 +20,16 @@ namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace detail {
 
-// A call over sequences of a paged cache: their block tables and lengths, gathered per call
-// into per-thread lists (no allocation once the batch size has been seen).
-template <class Q, class Cache, class O>
-void decode_paged(const TensorView<const Q>& q, const Cache& cache,
-                  Span<const std::int64_t> sequences, const TensorView<O>& o,
-                  const KernelOptions& options, LseOutput lse) {
+// Sequences of a paged cache, by id: their block tables and lengths gathered into per-call
+// lists (no allocation once the batch size has been seen); returns the source's extents.
+// Throws on an unknown or released id.
+template <class Cache>
+KvExtents paged_cache_sequences(const Cache& cache, Span<const std::int64_t> sequences,
+                                std::vector<const std::int64_t*>& tables,
+                                std::vector<std::int64_t>& lengths) {
   require(sequences.data != nullptr, "sequences: data is null (size ", sequences.size, ")");
   require(sequences.size > 0, "sequences: need at least one sequence id (size ", sequences.size,
           ")");
-  thread_local std::vector<const std::int64_t*> tables;
-  thread_local std::vector<std::int64_t> lengths;
   tables.clear();
   lengths.clear();
   KvExtents extents = cache.kv_extents(sequences.size);
@@ -39,6 +38,17 @@ void decode_paged(const TensorView<const Q>& q, const Cache& cache,
     tables.push_back(cache.block_table(sequences.data[b]).data());
     extents.kv_len = std::max(extents.kv_len, lengths.back());
   }
+  return extents;
+}
+
+// A call over sequences of a paged cache.
+template <class Q, class Cache, class O>
+void decode_paged(const TensorView<const Q>& q, const Cache& cache,
+                  Span<const std::int64_t> sequences, const TensorView<O>& o,
+                  const KernelOptions& options, LseOutput lse) {
+  thread_local std::vector<const std::int64_t*> tables;
+  thread_local std::vector<std::int64_t> lengths;
+  const KvExtents extents = paged_cache_sequences(cache, sequences, tables, lengths);
   decode_source(q, pool_rows(cache.view(), tables.data(), lengths.data()), extents, o, options,
                 lse);
 }
