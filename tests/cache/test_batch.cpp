@@ -239,20 +239,24 @@ TEST(BatchAttention, OverTheCaches) {
   EXPECT_EQ(a.o, b.o);
   EXPECT_EQ(a.lse, b.lse);
 
-  // A KvCache of 3 sequences of 150 tokens, with 1, 0 and 70 new queries.
-  const std::vector<std::int64_t> same = {150, 150, 150};
-  const OwnedPool<bf16, std::int64_t> uniform(16, same, {1, 0, 70}, false);
+  // A KvCache's slots, each at its own length, named in another order: slots 2, 0 and 1 of
+  // 90, 150 and 40 tokens with 5, 1 and 70 new queries.
+  const OwnedPool<bf16, std::int64_t> slots(16, {90, 150, 40}, {5, 1, 70}, false);
+  const std::vector<std::int64_t> slot_ids = {2, 0, 1};
   KvCache<bf16> kv(3, 256, 2, kDim);
-  std::vector<float> k, v;
-  for (const Inputs& in : uniform.inputs) {
-    k.insert(k.end(), in.k.begin(), in.k.end());
-    v.insert(v.end(), in.v.begin(), in.v.end());
+  for (std::size_t i = 0; i < slot_ids.size(); ++i) {
+    const Inputs& in = slots.inputs[i];
+    const std::int64_t n = slots.lengths[i];
+    kv.append(slot_ids[i], TensorView<const float>(in.k.data(), n * 2 * kDim, 1, n, 2, kDim),
+              TensorView<const float>(in.v.data(), n * 2 * kDim, 1, n, 2, kDim));
   }
-  kv.append(TensorView<const float>(k.data(), std::int64_t(k.size()), 3, 150, 2, kDim),
-            TensorView<const float>(v.data(), std::int64_t(v.size()), 3, 150, 2, kDim));
-  Packed<std::int32_t> c(uniform);
-  multihead::batch_attention(c.q_view(), c.offsets(), kv, c.o_view(), options, c.lse_out());
-  expect_matches_oracle(uniform, c, options);
+  EXPECT_EQ(kv.length(2), 90);
+  EXPECT_INVALID("different lengths (40 to 150)", (void)kv.length());
+  Packed<std::int32_t> c(slots);
+  multihead::batch_attention(c.q_view(), c.offsets(), kv,
+                             Span<const std::int64_t>{slot_ids.data(), 3}, c.o_view(), options,
+                             c.lse_out());
+  expect_matches_oracle(slots, c, options);
 
   // MLA: a latent cache by id and through its view (v = k), 1 and 9 new queries.
   const std::int64_t latent = 64, rope = 16, heads = 4, width = latent + rope;

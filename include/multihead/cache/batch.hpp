@@ -7,7 +7,7 @@
 //    arrays (paged_view.hpp),
 //  - a PagedKvCache or PagedLatentCache and sequence ids,
 //  - contiguous K/V [batch, capacity, kv_groups, dim] with a length per sequence
-//    (FlashAttention's cache_seqlens), or a KvCache / LatentCache.
+//    (FlashAttention's cache_seqlens), slots of a KvCache, or a LatentCache.
 // The rules are decode_attention's, per sequence: a sequence's queries are the last of its
 // length tokens when causal (bottom-right; append them to the cache first), a sequence with no
 // keys gives output 0 and log-sum-exp −inf, custom modifiers see ScoreSite::batch = the
@@ -74,7 +74,7 @@ void batch_source(const TensorView<const Q>& q, Span<const Index> cu_seqlens_q,
   decode(q, o, lse, options, shape, source, offsets.data());
 }
 
-// Over sequences of a paged cache, by id.
+// Over sequences of a cache by id: a paged cache's ids, a KvCache's slots.
 template <class Q, class Index, class Cache, class O>
 void batch_paged(const TensorView<const Q>& q, Span<const Index> cu_seqlens_q, const Cache& cache,
                  Span<const std::int64_t> ids, const TensorView<O>& o,
@@ -131,12 +131,20 @@ void batch_attention(const TensorView<Q>& q, Span<const QIndex> cu_seqlens_q,
                         detail::byte_range(sequences.lengths(), "lengths")});
 }
 
-// Over sequences of a PagedKvCache: sequence b is the cache's sequence ids.data[b]. (As
-// decode_attention, over a PagedLatentCache with absorbed MLA queries and o [1, total, heads,
-// latent_dim]: mind the scale.)
+// Over sequences of a PagedKvCache, or slots of a KvCache: sequence b is the cache's sequence
+// ids.data[b], each at its own length. (As decode_attention, over a PagedLatentCache with
+// absorbed MLA queries and o [1, total, heads, latent_dim]: mind the scale.)
 template <class Storage, class Q, class O, class QIndex>
 void batch_attention(const TensorView<Q>& q, Span<const QIndex> cu_seqlens_q,
                      const PagedKvCache<Storage>& cache, Span<const std::int64_t> ids,
+                     const TensorView<O>& o, const KernelOptions& options = {},
+                     LseOutput lse = {}) {
+  detail::check_activation_types<Q, O>();
+  detail::batch_paged(detail::const_view(q), cu_seqlens_q, cache, ids, o, options, lse);
+}
+template <class Storage, class Q, class O, class QIndex>
+void batch_attention(const TensorView<Q>& q, Span<const QIndex> cu_seqlens_q,
+                     const KvCache<Storage>& cache, Span<const std::int64_t> ids,
                      const TensorView<O>& o, const KernelOptions& options = {},
                      LseOutput lse = {}) {
   detail::check_activation_types<Q, O>();
@@ -176,15 +184,7 @@ void batch_attention(const TensorView<Q>& q, Span<const QIndex> cu_seqlens_q,
                         detail::byte_range(lengths, "lengths")});
 }
 
-// Over a KvCache or LatentCache: every sequence over the cache's length() tokens.
-template <class Storage, class Q, class O, class QIndex>
-void batch_attention(const TensorView<Q>& q, Span<const QIndex> cu_seqlens_q,
-                     const KvCache<Storage>& cache, const TensorView<O>& o,
-                     const KernelOptions& options = {}, LseOutput lse = {}) {
-  detail::check_activation_types<Q, O>();
-  detail::batch_source(detail::const_view(q), cu_seqlens_q, cache.kv_rows(), cache.kv_extents(),
-                       o, options, lse, {});
-}
+// Over a LatentCache: every sequence over the cache's length() tokens.
 template <class Storage, class Q, class O, class QIndex>
 void batch_attention(const TensorView<Q>& q, Span<const QIndex> cu_seqlens_q,
                      const LatentCache<Storage>& cache, const TensorView<O>& o,

@@ -20,9 +20,20 @@ namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace detail {
 
-// Sequences of a paged cache, by id: their block tables and lengths gathered into per-call
-// lists (no allocation once the batch size has been seen); returns the source's extents.
-// Throws on an unknown or released id.
+// Where a sequence's block ids are: a paged cache's table, or for a KvCache's slot b (block b
+// of its view()) the id itself.
+template <class Cache>
+const std::int64_t* sequence_blocks(const Cache& cache, const std::int64_t& id) {
+  return cache.block_table(id).data();
+}
+template <class S>
+const std::int64_t* sequence_blocks(const KvCache<S>&, const std::int64_t& id) {
+  return &id;
+}
+
+// Sequences of a cache, by id (a paged cache's ids, a KvCache's slots): their block tables and
+// lengths gathered into per-call lists (no allocation once the batch size has been seen);
+// returns the source's extents. Throws on an unknown or released id.
 template <class Cache>
 KvExtents paged_cache_sequences(const Cache& cache, Span<const std::int64_t> sequences,
                                 std::vector<const std::int64_t*>& tables,
@@ -35,7 +46,7 @@ KvExtents paged_cache_sequences(const Cache& cache, Span<const std::int64_t> seq
   KvExtents extents = cache.kv_extents(sequences.size);
   for (std::int64_t b = 0; b < sequences.size; ++b) {
     lengths.push_back(cache.length(sequences.data[b]));  // throws on a bad id
-    tables.push_back(cache.block_table(sequences.data[b]).data());
+    tables.push_back(sequence_blocks(cache, sequences.data[b]));
     extents.kv_len = std::max(extents.kv_len, lengths.back());
   }
   return extents;

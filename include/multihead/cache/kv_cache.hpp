@@ -1,6 +1,11 @@
-// The contiguous KV cache of one layer: a batch of sequences that grow together.
+// The contiguous KV cache of one layer: a batch of sequences, each in a slot of its own.
 //
 //   K [batch, capacity, kv_groups, head_dim]    V [batch, capacity, kv_groups, value_dim]
+//
+// Sequences grow together (append(k, v): the same new tokens for each) or one at a time
+// (append(b, k, v): a server's slots, each sequence at its own position), and each keeps its
+// own length. Slot b is a pool block of `capacity` tokens (view()), so everything that reads a
+// paged pool, batch_attention over a subset of slots included, reads this cache too.
 //
 // Storage is float, bf16, fp16 (storage/half.hpp) or a quantized format, q8 or q4
 // (storage/quantized.hpp); appends take float and narrow (or quantize) once, kernels read the
@@ -16,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <vector>
 
 #include "../attention/kv_source.hpp"
 #include "../attention/shape.hpp"
@@ -23,6 +29,7 @@
 #include "../core/error.hpp"
 #include "../core/tensor_view.hpp"
 #include "../storage/codec.hpp"
+#include "paged_view.hpp"
 #include "rows.hpp"
 
 namespace multihead {
@@ -58,6 +65,7 @@ class KvCache {
     buffer_ = detail::AlignedBuffer<Storage>(detail::checked_add(v_offset_, v_size, "cache size"));
     k_size_ = k_size;
     v_size_ = v_size;
+    lengths_.assign(static_cast<std::size_t>(batch), 0);
   }
 
   // value_dim = head_dim.
@@ -66,7 +74,20 @@ class KvCache {
 
   std::int64_t batch() const noexcept { return batch_; }
   std::int64_t capacity() const noexcept { return capacity_; }
-  std::int64_t length() const noexcept { return length_; }
+  // The length every sequence has; throws std::invalid_argument if they differ (sequences
+  // appended to one at a time): ask length(b).
+  std::int64_t length() const {
+    detail::require(shortest_ == longest_, "the cache's sequences have different lengths (",
+                    shortest_, " to ", longest_, "): ask length(b), or step them with a call "
+                    "over sequences");
+    return longest_;
+  }
+  std::int64_t length(std::int64_t b) const {
+    check_slot(b);
+    return lengths_[static_cast<std::size_t>(b)];
+  }
+  // Every sequence's length, [batch] (FlashAttention's cache_seqlens).
+  Span<const std::int64_t> lengths() const noexcept { return {lengths_.data(), batch_}; }
   std::int64_t kv_groups() const noexcept { return kv_groups_; }
   std::int64_t head_dim() const noexcept { return head_dim_; }
   std::int64_t value_dim() const noexcept { return value_dim_; }
@@ -77,45 +98,73 @@ class KvCache {
   }
 
   // Appends k [batch, n, kv_groups, head_dim] and v [batch, n, kv_groups, value_dim], n ≥ 1
-  // tokens for every sequence, narrowed to Storage. Any strides with a contiguous last axis.
-  // Throws std::invalid_argument, with the cache unchanged, if a shape differs from the cache's
-  // or the tokens do not fit.
+  // tokens for every sequence (after its own length), narrowed to Storage. Any strides with a
+  // contiguous last axis. Throws std::invalid_argument, with the cache unchanged, if a shape
+  // differs from the cache's or the tokens do not fit.
   void append(TensorView<const float> k, TensorView<const float> v) {
     const std::int64_t n =
         detail::check_kv_append(k, v, batch_, kv_groups_, head_dim_, value_dim_);
-    detail::require_room(n, length_, capacity_);
-    for (std::int64_t b = 0; b < batch_; ++b) {
-      detail::store_tokens(k, b, 0, n,
-                           key_data() + (b * capacity_ + length_) * kv_groups_ * k_row());
-      detail::store_tokens(v, b, 0, n,
-                           value_data() + (b * capacity_ + length_) * kv_groups_ * v_row());
-    }
-    length_ += n;
+    detail::require_room(n, longest_, capacity_);
+    for (std::int64_t b = 0; b < batch_; ++b) store(b, k, v, b, n);
+    recount();
   }
 
-  // The filled part, [batch, length, kv_groups, head_dim] and [..., value_dim], with the strides
-  // of the full buffer (batch stride capacity·kv_groups·dim). With length 0 the views have no
-  // tokens: do not validate them, there is nothing to read.
+  // Appends k [1, n, kv_groups, head_dim] and v [1, n, kv_groups, value_dim] to sequence b
+  // alone; the same checks, and b in [0, batch).
+  void append(std::int64_t b, TensorView<const float> k, TensorView<const float> v) {
+    check_slot(b);
+    const std::int64_t n = detail::check_kv_append(k, v, 1, kv_groups_, head_dim_, value_dim_);
+    detail::require_room(n, lengths_[static_cast<std::size_t>(b)], capacity_);
+    store(b, k, v, 0, n);
+    recount();
+  }
+
+  // The filled part, [batch, longest length, kv_groups, head_dim] and [..., value_dim], with the
+  // strides of the full buffer (batch stride capacity·kv_groups·dim): sequence b's first
+  // length(b) tokens are its own. With length 0 the views have no tokens: do not validate them,
+  // there is nothing to read.
   TensorView<const Storage> keys() const noexcept {
-    return TensorView<const Storage>::strided(key_data(), k_size_, batch_, length_, kv_groups_,
+    return TensorView<const Storage>::strided(key_data(), k_size_, batch_, longest_, kv_groups_,
                                               k_row(), capacity_ * kv_groups_ * k_row(),
                                               kv_groups_ * k_row(), k_row());
   }
   TensorView<const Storage> values() const noexcept {
-    return TensorView<const Storage>::strided(value_data(), v_size_, batch_, length_, kv_groups_,
+    return TensorView<const Storage>::strided(value_data(), v_size_, batch_, longest_, kv_groups_,
                                               v_row(), capacity_ * kv_groups_ * v_row(),
                                               kv_groups_ * v_row(), v_row());
   }
 
-  // The KV-source contract (attention/kv_source.hpp): the filled rows as the kernels read them,
-  // and their extents.
-  detail::KvRows<Storage> kv_rows() const { return detail::view_rows(keys(), values()); }
-  detail::KvExtents kv_extents() const {
-    return {batch_, length_, kv_groups_, head_dim_, value_dim_};
+  // The cache as a paged pool (paged_view.hpp): slot b is block b, of `capacity` tokens.
+  PagedKvView<Storage> view() const noexcept {
+    return PagedKvView<Storage>::token_major(key_data(), value_data(), batch_, capacity_,
+                                             kv_groups_, head_dim_, value_dim_);
   }
 
-  // Forgets every token; the memory stays allocated for the next sequences.
-  void clear() noexcept { length_ = 0; }
+  // The KV-source contract (attention/kv_source.hpp): the filled rows as the kernels read them,
+  // each sequence's length its own, and their extents.
+  detail::KvRows<Storage> kv_rows() const {
+    detail::KvRows<Storage> rows = detail::view_rows(keys(), values());
+    rows.lengths = lengths_.data();
+    return rows;
+  }
+  detail::KvExtents kv_extents() const {
+    return {batch_, longest_, kv_groups_, head_dim_, value_dim_};
+  }
+  // What a call over `sequences` of its slots reads (as a paged cache's); kv_len the caller's.
+  detail::KvExtents kv_extents(std::int64_t sequences) const {
+    return {sequences, 0, kv_groups_, head_dim_, value_dim_};
+  }
+
+  // Forgets every token (or sequence b's); the memory stays allocated for the next sequences.
+  void clear() noexcept {
+    std::fill(lengths_.begin(), lengths_.end(), 0);
+    shortest_ = longest_ = 0;
+  }
+  void clear(std::int64_t b) {
+    check_slot(b);
+    lengths_[static_cast<std::size_t>(b)] = 0;
+    recount();
+  }
 
  private:
   Storage* key_data() const noexcept { return buffer_.data(); }
@@ -124,11 +173,38 @@ class KvCache {
   std::int64_t v_row() const noexcept { return Codec<Storage>::units(value_dim_); }
   Storage* value_data() const noexcept { return buffer_.data() + v_offset_; }
 
+  void check_slot(std::int64_t b) const {
+    detail::require(b >= 0 && b < batch_, "sequence ", b, " is not in the cache's [0, ", batch_,
+                    ")");
+  }
+  // The n tokens of batch entry `entry` of k and v, after sequence b's length.
+  void store(std::int64_t b, const TensorView<const float>& k, const TensorView<const float>& v,
+             std::int64_t entry, std::int64_t n) {
+    std::int64_t& length = lengths_[static_cast<std::size_t>(b)];
+    const std::int64_t at = (b * capacity_ + length) * kv_groups_;
+    detail::store_tokens(k, entry, 0, n, key_data() + at * k_row());
+    detail::store_tokens(v, entry, 0, n, value_data() + at * v_row());
+    length += n;
+  }
+  void recount() noexcept {
+    const auto [low, high] = std::minmax_element(lengths_.begin(), lengths_.end());
+    shortest_ = *low;
+    longest_ = *high;
+  }
+
   std::int64_t batch_, capacity_, kv_groups_, head_dim_, value_dim_;
-  std::int64_t length_ = 0;
+  std::vector<std::int64_t> lengths_;    // per sequence
+  std::int64_t shortest_ = 0, longest_ = 0;
   std::int64_t k_size_ = 0, v_size_ = 0, v_offset_ = 0;
   detail::AlignedBuffer<Storage> buffer_;
 };
+
+namespace detail {
+template <class T>
+constexpr bool is_kv_cache_v = false;
+template <class S>
+constexpr bool is_kv_cache_v<KvCache<S>> = true;
+}  // namespace detail
 
 }  // namespace MULTIHEAD_ISA_NAMESPACE
 }  // namespace multihead

@@ -10,7 +10,7 @@
 // With config.rope set, Q and K are rotated by their tokens' positions (rope.hpp) between the
 // projections and the kernel: every query head, and every K/V group's key.
 //
-// Two ways to run a layer:
+// Three ways to run a layer:
 //   forward(x, y)         the whole sequences at once (training, scoring, a one-shot prefill);
 //   forward(x, cache, y)  incrementally, as a decoder generates: x holds the next tokens of each
 //                         sequence, their K/V go into a KvCache and their queries attend over
@@ -18,6 +18,10 @@
 //                         tokens gives the outputs of one causal forward over the N + M tokens
 //                         (equal up to fp32 summation order with a float cache; a bf16 or fp16
 //                         cache rounds K and V once, on the way in).
+//   forward(x, cu_seqlens, cache, sequences, y)
+//                         a server's step: some of a cache's sequences (KvCache slots, or
+//                         PagedKvCache ids), each with its own number of new tokens at its own
+//                         positions: a prefill chunk beside decode steps, in one call.
 //
 // Threads: a layer keeps workspaces between calls, so one layer serves one thread at a time:
 // use a layer per thread (tests/threads/test_concurrency.cpp). Each call splits its own work
@@ -34,8 +38,11 @@
 #include "../attention/fused.hpp"
 #include "../attention/options.hpp"
 #include "../attention/reference.hpp"
+#include "../attention/varlen.hpp"
+#include "../cache/batch.hpp"
 #include "../cache/decode.hpp"
 #include "../cache/kv_cache.hpp"
+#include "../cache/paged_kv_cache.hpp"
 #include "../core/parallel.hpp"
 #include "config.hpp"
 #include "precision.hpp"
@@ -268,6 +275,29 @@ class Attention {
     convert(y32_.data(), y.data, y.size);
   }
 
+  // A continuous batch's step: x [total, model_dim] packs the new tokens of the cache's
+  // sequences ids[i] (KvCache slots, PagedKvCache ids; distinct) as rows [cu_seqlens[i],
+  // cu_seqlens[i + 1]) (none: the sequence sits this step out). Each sequence's tokens are at
+  // its own positions, from its length on: their K/V are appended there (rotated at those
+  // positions with a rope), their queries attend over all the sequence holds (causal per config
+  // or call, bottom-right), and y [total, model_dim] gets their outputs; sequences not named are
+  // untouched. Its prefill and later chunks all read the cache (batch_attention, cache/batch.hpp).
+  // options: batch stays 1, kernel and precision do not apply (the cache is read in its own
+  // storage), masks are rejected (no per-sequence meaning), lse is [heads, total]. Everything,
+  // the room for every sequence's tokens included, is checked before anything is written.
+  template <class Storage>
+  void forward(const Eigen::Ref<const RowMatrix>& x, Span<const std::int64_t> cu_seqlens,
+               KvCache<Storage>& cache, Span<const std::int64_t> ids, RowMatrix& y,
+               const ForwardOptions& options = {}) {
+    forward_sequences(x, cu_seqlens, cache, ids, y, options);
+  }
+  template <class Storage>
+  void forward(const Eigen::Ref<const RowMatrix>& x, Span<const std::int64_t> cu_seqlens,
+               PagedKvCache<Storage>& cache, Span<const std::int64_t> ids, RowMatrix& y,
+               const ForwardOptions& options = {}) {
+    forward_sequences(x, cu_seqlens, cache, ids, y, options);
+  }
+
   // Cross-attention, as encoder-decoder models run it: queries from x [batch·tokens, model_dim],
   // keys and values from context [batch·context_tokens, model_dim] (an encoder's output), each
   // sequence's queries over its own context. Not causal unless options.causal says so (the
@@ -413,8 +443,8 @@ class Attention {
     detail::check_lse_and_options(shape, call.lse, kernel_options(call, 1, self));
   }
 
-  template <class Storage>
-  void check_cache(const KvCache<Storage>& cache) const {
+  template <class Cache>
+  void check_cache(const Cache& cache) const {
     using detail::require;
     require(cache.kv_groups() == config_.kv_groups, "cache kv_groups (", cache.kv_groups(),
             ") must equal the layer's kv_groups (", config_.kv_groups, ")");
@@ -422,6 +452,65 @@ class Attention {
             ") must equal the layer's head_dim (", config_.head_dim, ")");
     require(cache.value_dim() == config_.v_dim(), "cache value_dim (", cache.value_dim(),
             ") must equal the layer's value_dim (", config_.v_dim(), ")");
+  }
+
+  template <class Cache>
+  void forward_sequences(const Eigen::Ref<const RowMatrix>& x, Span<const std::int64_t> cu,
+                         Cache& cache, Span<const std::int64_t> ids, RowMatrix& y,
+                         const ForwardOptions& options) {
+    check_cache(cache);
+    detail::require(options.batch == 1, "batch (", options.batch,
+                    ") must be 1 in a call over sequences (they are given by cu_seqlens)");
+    detail::check_layer_input(x, config_.model_dim, 1, options.threads);
+    detail::require(ids.data != nullptr && ids.size > 0, "sequences: need at least one id (size ",
+                    ids.size, ")");
+    detail::check_offsets(cu, x.rows(), "cu_seqlens", ids.size);
+    // Every id known, named once, with room for its tokens; the positions they start at.
+    thread_local std::vector<std::int64_t> starts;
+    starts.clear();
+    std::int64_t longest = 0, blocks = 0;
+    for (std::int64_t i = 0; i < ids.size; ++i) {
+      const std::int64_t id = ids.data[i], n = cu.data[i + 1] - cu.data[i];
+      for (std::int64_t j = 0; j < i; ++j)
+        detail::require(ids.data[j] != id, "sequences: id ", id, " is named twice (at ", j,
+                        " and ", i, ")");
+      starts.push_back(cache.length(id));  // throws on an unknown id
+      longest = std::max(longest, detail::checked_add(starts.back(), n, "sequence length"));
+      if constexpr (detail::is_kv_cache_v<Cache>) {
+        detail::require_room(n, starts.back(), cache.capacity());
+      } else {
+        const std::int64_t bs = cache.block_size(), held = (starts.back() + bs - 1) / bs;
+        blocks += std::max<std::int64_t>(0, (starts.back() + n + bs - 1) / bs - held);
+      }
+    }
+    if constexpr (!detail::is_kv_cache_v<Cache>)
+      detail::require(blocks <= cache.free_blocks(), "the step needs ", blocks,
+                      " more blocks but only ", cache.free_blocks(), " of ", cache.num_blocks(),
+                      " are free");
+    const std::int64_t total = x.rows();
+    detail::check_no_masks(kernel_options(options, 1));
+    check_call(options, 1, total, longest);
+    const detail::ExecutorScope scope(options.executor);
+    const int threads = resolve_threads(options.threads);
+
+    project_inputs(x, threads);
+    const std::int64_t d = config_.head_dim, dv = config_.v_dim();
+    const auto q = mutable_view(q_, 1, total, config_.heads, d);
+    const auto k = mutable_view(k_, 1, total, config_.kv_groups, d);
+    if (rope_) rope_->reserve(longest);
+    for (std::int64_t i = 0; i < ids.size; ++i) {
+      const std::int64_t first = cu.data[i], n = cu.data[i + 1] - first;
+      if (n == 0) continue;
+      if (rope_) {
+        apply_rope(*rope_, detail::token_range(q, 0, first, n), starts[std::size_t(i)]);
+        apply_rope(*rope_, detail::token_range(k, 0, first, n), starts[std::size_t(i)]);
+      }
+      cache.append(ids.data[i], detail::token_range(view(k_, 1, total, config_.kv_groups, d), 0, first, n),
+                   detail::token_range(view(v_, 1, total, config_.kv_groups, dv), 0, first, n));
+    }
+    batch_attention(view(q_, 1, total, config_.heads, d), cu, cache, ids,
+                    output_view(1, total), kernel_options(options, threads), options.lse);
+    detail::project(attended_, wo_, bo_, y, threads);
   }
 
   // With a rope, rotates the projected q and k of `tokens` tokens per sequence, the first at
