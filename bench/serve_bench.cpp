@@ -106,6 +106,88 @@ class MixedBatch {
   AlignedFloats q_, o_;
 };
 
+// A chunk of a long prompt's prefill as a server runs it: 512 new tokens (bf16 queries, their
+// K/V already appended) over a sequence of 4096 in a bf16 pool of 16-token blocks in random
+// order, causal; beside it, the same attention by the fused kernel over contiguous K/V.
+class PrefillChunk {
+ public:
+  static constexpr std::int64_t kChunk = 512, kLength = 4096;
+
+  PrefillChunk()
+      : cache_(kLength / kBlock + 16, kBlock, kGroups, kDim),
+        q_(kChunk * kHeads * kDim), o_(q_.size()), k_(kLength * kGroups * kDim), v_(k_.size()) {
+    std::mt19937 generator(512);
+    scatter_free_blocks(cache_, generator);
+    std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+    std::vector<float> k(k_.size()), v(k.size()), q(q_.size());
+    for (float& x : k) x = uniform(generator);
+    for (float& x : v) x = uniform(generator);
+    for (float& x : q) x = uniform(generator);
+    const std::int64_t seq = cache_.add_sequence(), size = std::int64_t(k.size());
+    cache_.append(seq, {k.data(), size, 1, kLength, kGroups, kDim},
+                  {v.data(), size, 1, kLength, kGroups, kDim});
+    multihead::convert(k.data(), k_.data(), size);
+    multihead::convert(v.data(), v_.data(), size);
+    multihead::convert(q.data(), q_.data(), std::int64_t(q.size()));
+    for (const std::int64_t id : cache_.block_table(seq)) table_.push_back(std::int32_t(id));
+  }
+
+  void batch(const multihead::KernelOptions& options) {
+    const std::int32_t cu[] = {0, std::int32_t(kChunk)}, length = std::int32_t(kLength);
+    multihead::batch_attention(
+        queries(), multihead::Span<const std::int32_t>{cu, 2}, cache_.view(),
+        multihead::PagedSequences<std::int32_t>::from_block_table(
+            {table_.data(), std::int64_t(table_.size())}, std::int64_t(table_.size()),
+            {&length, 1}),
+        outputs(), options);
+  }
+  void fused(const multihead::KernelOptions& options) {
+    const std::int64_t size = std::int64_t(k_.size());
+    multihead::fused_attention(
+        queries(), multihead::TensorView<const bf16>(k_.data(), size, 1, kLength, kGroups, kDim),
+        multihead::TensorView<const bf16>(v_.data(), size, 1, kLength, kGroups, kDim), outputs(),
+        options);
+  }
+
+  // Q·Kᵀ and P·V over the keys each query sees (causal, the chunk the last of the sequence).
+  static double flops() {
+    const double keys = double(kChunk) * double(kLength - kChunk) +
+                        double(kChunk) * double(kChunk + 1) / 2.0;
+    return 4.0 * kHeads * kDim * keys;
+  }
+  // K and V read once, q read and o written, all bf16.
+  static double bytes() { return 2.0 * (2.0 * kLength * kGroups * kDim + 2.0 * kChunk * kHeads * kDim); }
+
+ private:
+  using bf16 = multihead::bf16;
+  multihead::TensorView<const bf16> queries() const {
+    return {q_.data(), std::int64_t(q_.size()), 1, kChunk, kHeads, kDim};
+  }
+  multihead::TensorView<bf16> outputs() {
+    return {o_.data(), std::int64_t(o_.size()), 1, kChunk, kHeads, kDim};
+  }
+
+  multihead::PagedKvCache<bf16> cache_;
+  std::vector<std::int32_t> table_;
+  std::vector<bf16> q_, o_, k_, v_;
+};
+
+void run_chunk(benchmark::State& state, bool batch, int threads) {
+  const MachinePeak& peak = machine_peak(threads);
+  PrefillChunk& chunk =
+      last_problem<PrefillChunk>("serve/chunk", [] { return std::make_unique<PrefillChunk>(); });
+  multihead::KernelOptions options;
+  options.threads = threads;
+  options.causal = true;
+  const double seconds = timed_loop(state, [&] {
+    if (batch)
+      chunk.batch(options);
+    else
+      chunk.fused(options);
+  });
+  report_roofline(state, {PrefillChunk::flops(), PrefillChunk::bytes(), true}, peak, seconds);
+}
+
 // A family of the benchmark: its name, and its sequences' shortest and longest lengths.
 struct Mix {
   const char* name;
@@ -143,6 +225,12 @@ void register_serve_benchmarks() {
                          threads)
                 .c_str(),
             run_serve, mix, one_call, threads));
+  for (const bool batch : {true, false})
+    for (int threads : thread_counts())
+      configure(benchmark::RegisterBenchmark(
+          with_threads(batch ? "serve/chunk/paged-batch" : "serve/chunk/fused-contiguous", threads)
+              .c_str(),
+          run_chunk, batch, threads));
 }
 
 }  // namespace bench
