@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
 #include <vector>
 
 #include "../attention/decode.hpp"
@@ -74,17 +75,13 @@ void batch_source(const TensorView<const Q>& q, Span<const Index> cu_seqlens_q,
   decode(q, o, lse, options, shape, source, offsets.data());
 }
 
-// Over sequences of a cache by id: a paged cache's ids, a KvCache's slots.
-template <class Q, class Index, class Cache, class O>
-void batch_paged(const TensorView<const Q>& q, Span<const Index> cu_seqlens_q, const Cache& cache,
-                 Span<const std::int64_t> ids, const TensorView<O>& o,
-                 const KernelOptions& options, LseOutput lse) {
-  thread_local std::vector<const std::int64_t*> tables;
-  thread_local std::vector<std::int64_t> lengths;
-  const KvExtents extents = paged_cache_sequences(cache, ids, tables, lengths);
-  batch_source(q, cu_seqlens_q, pool_rows(cache.view(), tables.data(), lengths.data()), extents,
-               o, options, lse, {});
-}
+// The caches whose sequences a call names by id: a paged cache's ids, a KvCache's slots.
+template <class T>
+constexpr bool names_sequences_v = is_kv_cache_v<T>;
+template <class S>
+constexpr bool names_sequences_v<PagedKvCache<S>> = true;
+template <class S>
+constexpr bool names_sequences_v<PagedLatentCache<S>> = true;
 
 // The lengths of a contiguous call, checked against the views' capacity, as int64.
 template <class Index>
@@ -134,29 +131,18 @@ void batch_attention(const TensorView<Q>& q, Span<const QIndex> cu_seqlens_q,
 // Over sequences of a PagedKvCache, or slots of a KvCache: sequence b is the cache's sequence
 // ids.data[b], each at its own length. (As decode_attention, over a PagedLatentCache with
 // absorbed MLA queries and o [1, total, heads, latent_dim]: mind the scale.)
-template <class Storage, class Q, class O, class QIndex>
-void batch_attention(const TensorView<Q>& q, Span<const QIndex> cu_seqlens_q,
-                     const PagedKvCache<Storage>& cache, Span<const std::int64_t> ids,
-                     const TensorView<O>& o, const KernelOptions& options = {},
-                     LseOutput lse = {}) {
+template <class Cache, class Q, class O, class QIndex,
+          class = std::enable_if_t<detail::names_sequences_v<Cache>>>
+void batch_attention(const TensorView<Q>& q, Span<const QIndex> cu_seqlens_q, const Cache& cache,
+                     Span<const std::int64_t> ids, const TensorView<O>& o,
+                     const KernelOptions& options = {}, LseOutput lse = {}) {
   detail::check_activation_types<Q, O>();
-  detail::batch_paged(detail::const_view(q), cu_seqlens_q, cache, ids, o, options, lse);
-}
-template <class Storage, class Q, class O, class QIndex>
-void batch_attention(const TensorView<Q>& q, Span<const QIndex> cu_seqlens_q,
-                     const KvCache<Storage>& cache, Span<const std::int64_t> ids,
-                     const TensorView<O>& o, const KernelOptions& options = {},
-                     LseOutput lse = {}) {
-  detail::check_activation_types<Q, O>();
-  detail::batch_paged(detail::const_view(q), cu_seqlens_q, cache, ids, o, options, lse);
-}
-template <class Storage, class Q, class O, class QIndex>
-void batch_attention(const TensorView<Q>& q, Span<const QIndex> cu_seqlens_q,
-                     const PagedLatentCache<Storage>& cache, Span<const std::int64_t> ids,
-                     const TensorView<O>& o, const KernelOptions& options = {},
-                     LseOutput lse = {}) {
-  detail::check_activation_types<Q, O>();
-  detail::batch_paged(detail::const_view(q), cu_seqlens_q, cache, ids, o, options, lse);
+  thread_local std::vector<const std::int64_t*> tables;
+  thread_local std::vector<std::int64_t> lengths;
+  const detail::KvExtents extents = detail::paged_cache_sequences(cache, ids, tables, lengths);
+  detail::batch_source(detail::const_view(q), cu_seqlens_q,
+                       detail::pool_rows(cache.view(), tables.data(), lengths.data()), extents,
+                       o, options, lse, {});
 }
 
 // Over contiguous K/V: k [batch, capacity, kv_groups, head_dim] and v [batch, capacity,
