@@ -172,20 +172,24 @@ TEST(LowPrecisionDecode, CachesTakeBf16Queries) {
   for (std::size_t i = 0; i < o.size(); ++i) ASSERT_EQ(o[i].bits, p.o[i].bits) << "element " << i;
 }
 
-// Paged sequences in blocks of an odd size: the bf16 products pair the keys of each run apart.
-TEST(LowPrecisionDecode, PagedOddBlocksTakeBf16Queries) {
-  const std::int64_t lengths[] = {100, 37}, heads = 16, d = 64, q_len = 2;
-  multihead::PagedKvCache<bf16> cache(40, 7, 1, d);
+// Paged sequences: the bf16 products gather a tile's runs (an odd one ends a gathering: a pair
+// never spans two runs), each sequence against its oracle.
+void check_paged_bf16(std::int64_t block, std::int64_t heads, std::int64_t groups, std::int64_t q_len) {
+  SCOPED_TRACE("blocks of " + std::to_string(block) + ", " + std::to_string(heads) + " heads / " +
+               std::to_string(groups) + " groups, " + std::to_string(q_len) + " queries");
+  const std::int64_t lengths[] = {200, 37}, d = 64;
+  multihead::PagedKvCache<bf16> cache(80, block, groups, d);
   std::vector<Problem<bf16, bf16, float>> alone;
   std::vector<std::int64_t> ids;
   std::vector<bf16> q;
   for (std::int64_t i = 0; i < 2; ++i) {
-    alone.emplace_back(make_shape(1, q_len, lengths[i], heads, 1, d, d), 60 + i);
+    alone.emplace_back(make_shape(1, q_len, lengths[i], heads, groups, d, d), 60 + i);
     const Problem<bf16, bf16, float>& p = alone.back();
     ids.push_back(cache.add_sequence());
+    const std::int64_t size = lengths[i] * groups * d;
     cache.append(ids.back(),
-                 TensorView<const float>(p.k.exact.data(), lengths[i] * d, 1, lengths[i], 1, d),
-                 TensorView<const float>(p.v.exact.data(), lengths[i] * d, 1, lengths[i], 1, d));
+                 TensorView<const float>(p.k.exact.data(), size, 1, lengths[i], groups, d),
+                 TensorView<const float>(p.v.exact.data(), size, 1, lengths[i], groups, d));
     q.insert(q.end(), p.q.stored.begin(), p.q.stored.end());
   }
   std::vector<float> o(q.size()), lse(std::size_t(2 * heads * q_len));
@@ -202,6 +206,49 @@ TEST(LowPrecisionDecode, PagedOddBlocksTakeBf16Queries) {
     std::copy(lse.begin() + std::int64_t(i * p.lse.size()), lse.begin() + std::int64_t((i + 1) * p.lse.size()), p.lse.begin());
     p.expect_meets_standard({true, -1}, true);
   }
+}
+
+TEST(LowPrecisionDecode, PagedOddBlocksTakeBf16Queries) { check_paged_bf16(7, 16, 1, 2); }
+TEST(LowPrecisionDecode, PagedBlocksGatherTheirRuns) {
+  check_paged_bf16(16, 8, 2, 12);
+  check_paged_bf16(6, 8, 2, 12);
+}
+
+// An infinite value in a bf16 pool: in a paged chunk on the bf16 products, the rows
+// that see its key get a non-finite output in its column, the others are as if it were 0 (the
+// masked tile holding it takes the scalar update).
+TEST(LowPrecisionDecode, PagedInfinityReachesOnlyTheRowsThatSeeIt) {
+  const std::int64_t heads = 16, d = 64, tokens = 200, q_len = 20, key = 190, column = 5;
+  const std::vector<float> k = naive::random_vector(std::size_t(tokens * d), 3);
+  const std::vector<float> q = naive::random_vector(std::size_t(q_len * heads * d), 5);
+  std::vector<bf16> qb(q.size());
+  for (std::size_t i = 0; i < q.size(); ++i) qb[i] = multihead::to_bf16(q[i]);
+  const auto decode = [&](float value) {
+    std::vector<float> v = naive::random_vector(std::size_t(tokens * d), 4);
+    v[std::size_t(key * d + column)] = value;
+    multihead::PagedKvCache<bf16> cache(16, 16, 1, d);
+    const auto seq = cache.add_sequence();
+    cache.append(seq, TensorView<const float>(k.data(), tokens * d, 1, tokens, 1, d),
+                 TensorView<const float>(v.data(), tokens * d, 1, tokens, 1, d));
+    std::vector<float> o(q.size());
+    KernelOptions options;
+    options.causal = true;
+    multihead::decode_attention(TensorView<const bf16>(qb.data(), std::int64_t(qb.size()), 1, q_len, heads, d),
+                                cache, {&seq, 1},
+                                TensorView<float>(o.data(), std::int64_t(o.size()), 1, q_len, heads, d),
+                                options);
+    return o;
+  };
+  const std::vector<float> seen = decode(std::numeric_limits<float>::infinity());
+  const std::vector<float> clean = decode(0.0f);
+  for (std::int64_t i = 0; i < q_len; ++i)
+    for (std::int64_t h = 0; h < heads; ++h)
+      for (std::int64_t c = 0; c < d; ++c) {
+        const std::size_t x = std::size_t((i * heads + h) * d + c);
+        const bool sees = tokens - q_len + i >= key;
+        EXPECT_EQ(std::isfinite(seen[x]), !(sees && c == column)) << "query " << i << " column " << c;
+        if (!sees || c != column) EXPECT_NEAR(seen[x], clean[x], 2e-2f) << "query " << i;
+      }
 }
 
 // Packed sequences give, bitwise, what each sequence gives alone.

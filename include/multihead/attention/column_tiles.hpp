@@ -428,25 +428,76 @@ class ColumnTiles {
                               limit_, st_ + offset * BR, tile_max_, ahead);
   }
 
-  void softmax(int keys) { T::softmax_tile(st_, keys, tile_max_, m_, l_, alpha_, masked_); }
+  void softmax(int keys) {
+    T::softmax_tile(st_, keys, tile_max_, m_, l_, alpha_, masked_);
+    tile_keys_ = keys;
+  }
 
   template <class E>
   void accumulate(const E* v, std::int64_t v_stride, int keys, int offset,
                   PrefetchCursor& ahead) {
     static_assert(std::is_same_v<E, typename Pr::Key>, "transposed tiles read float rows "
                                                        "(bf16 rows with the bf16 products)");
-    // Later runs of a tile add to outputs already rescaled by the first: factor 1.
-    if (offset > 0)
-      for (int x = 0; x < NV; ++x) alpha_[x] = Ops::set1(1.0f);
-    if constexpr (kPairs) {  // each run paired by itself: a pair never spans two runs
-      T::pv_pairs(ot_, st_ + offset * BR, keys, v, v_stride, dv_, alpha_, masked_, pp_, vp_,
-                  ahead);
-    } else if (masked_) {
-      T::pv_masked_tile(ot_, st_ + offset * BR, keys, v, v_stride, dv_, alpha_, ahead);
+    if constexpr (kPairs) {
+      accumulate_pairs(v, v_stride, keys, offset, ahead);
     } else {
-      T::pv_tile(ot_, st_ + offset * BR, keys, v, v_stride, dv_, alpha_, ahead);
+      // Later runs of a tile add to outputs already rescaled by the first: factor 1.
+      if (offset > 0)
+        for (int x = 0; x < NV; ++x) alpha_[x] = Ops::set1(1.0f);
+      if (masked_)
+        T::pv_masked_tile(ot_, st_ + offset * BR, keys, v, v_stride, dv_, alpha_, ahead);
+      else
+        T::pv_tile(ot_, st_ + offset * BR, keys, v, v_stride, dv_, alpha_, ahead);
     }
   }
+
+#if defined(MULTIHEAD_HAS_AVX512BF16)
+  // The paired P·V gathers a tile's runs: each run's V rows are interleaved after those of the
+  // runs before it, and the products run once over them all, so that Oᵀ is loaded and stored
+  // once per tile, not once per run (a paged tile is four 16-token runs: its loads and stores
+  // were a quarter of the products' instructions). An odd run ends a gathering (a pair never
+  // spans two runs); a masked run whose V holds a non-finite value takes the scalar update.
+  // The prefetch cursor gets every gathered run's share, as prefetch_steps promised, spread
+  // over the products' micro-tiles (in one burst before them, requests stall the loads).
+  void accumulate_pairs(const bf16* v, std::int64_t v_stride, int keys, int offset,
+                        PrefetchCursor& ahead) {
+    if (masked_ && !values_finite(v, v_stride, keys, dv_)) {
+      flush_pairs(ahead);
+      T::pv_visible(ot_, st_ + offset * BR, keys, v, v_stride, dv_, alpha_);
+      for (int x = 0; x < NV; ++x) alpha_[x] = Ops::set1(1.0f);
+      for (std::int64_t part = 0; part < (dv_ + MRC - 1) / MRC; ++part) ahead.issue();
+      return;
+    }
+    if (gathered_ % 2 != 0) flush_pairs(ahead);
+    if (gathered_ == 0) gathered_from_ = offset;
+    interleave_value_pairs(v, v_stride, keys, dv_, vp_ + gathered_ / 2 * dv_);
+    gathered_ += keys;
+    ++gathered_runs_;
+    if (offset + keys == tile_keys_) flush_pairs(ahead);
+  }
+  // The products over the gathered runs; later ones of the tile add to outputs already rescaled
+  // by these: factor 1.
+  void flush_pairs(PrefetchCursor& ahead) {
+    if (gathered_ == 0) return;
+    pack_probability_pairs<BR>(st_ + gathered_from_ * BR, gathered_, pp_);
+    if (gathered_runs_ == 1) {  // a tile of one run (contiguous K/V): the cursor as it is
+      T::pv_tile(ot_, pp_, gathered_, vp_, dv_, dv_, alpha_, ahead);
+    } else {
+      RunShares shares{ahead, gathered_runs_};
+      T::pv_tile(ot_, pp_, gathered_, vp_, dv_, dv_, alpha_, shares);
+    }
+    for (int x = 0; x < NV; ++x) alpha_[x] = Ops::set1(1.0f);
+    gathered_ = gathered_runs_ = 0;
+  }
+  // Before each micro-tile of a gathered P·V: the share of every run gathered.
+  struct RunShares {
+    PrefetchCursor& cursor;
+    int runs;
+    [[gnu::always_inline]] void part(std::int64_t, std::int64_t) {
+      for (int i = 0; i < runs; ++i) cursor.issue();
+    }
+  };
+#endif
 
   // The state after the last tile, row by row: finish() spills the running max and sum.
   template <class S>
@@ -477,6 +528,9 @@ class ColumnTiles {
   const DecodeProblem* pr_ = nullptr;
   BlockRows block_;  // the block's rows and the keys they see
   bool masked_ = false;  // some row of the block hides some key of the current tile
+  int tile_keys_ = 0;    // of the current tile
+  int gathered_ = 0, gathered_from_ = 0, gathered_runs_ = 0;  // paired: keys and runs gathered
+                                                             // for P·V, from this offset
   V m_[NV], l_[NV], alpha_[NV], tile_max_[NV];
 };
 
