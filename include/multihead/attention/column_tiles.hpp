@@ -439,7 +439,10 @@ class ColumnTiles {
     static_assert(std::is_same_v<E, typename Pr::Key>, "transposed tiles read float rows "
                                                        "(bf16 rows with the bf16 products)");
     if constexpr (kPairs) {
-      accumulate_pairs(v, v_stride, keys, offset, ahead);
+      if (keys == tile_keys_)  // a tile of one run (contiguous K/V): nothing to gather
+        T::pv_pairs(ot_, st_, keys, v, v_stride, dv_, alpha_, masked_, pp_, vp_, ahead);
+      else
+        accumulate_pairs(v, v_stride, keys, offset, ahead);
     } else {
       // Later runs of a tile add to outputs already rescaled by the first: factor 1.
       if (offset > 0)
@@ -480,12 +483,8 @@ class ColumnTiles {
   void flush_pairs(PrefetchCursor& ahead) {
     if (gathered_ == 0) return;
     pack_probability_pairs<BR>(st_ + gathered_from_ * BR, gathered_, pp_);
-    if (gathered_runs_ == 1) {  // a tile of one run (contiguous K/V): the cursor as it is
-      T::pv_tile(ot_, pp_, gathered_, vp_, dv_, dv_, alpha_, ahead);
-    } else {
-      RunShares shares{ahead, gathered_runs_};
-      T::pv_tile(ot_, pp_, gathered_, vp_, dv_, dv_, alpha_, shares);
-    }
+    RunShares shares{ahead, gathered_runs_};
+    T::pv_tile(ot_, pp_, gathered_, vp_, dv_, dv_, alpha_, shares);
     for (int x = 0; x < NV; ++x) alpha_[x] = Ops::set1(1.0f);
     gathered_ = gathered_runs_ = 0;
   }
