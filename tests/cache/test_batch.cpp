@@ -213,8 +213,9 @@ TEST(BatchAttention, ContiguousKvWithLengths) {
   expect_matches_oracle(pool, r, options);
 }
 
-// The caches: a PagedKvCache holding the pool's rows gives the pool's bits; a KvCache (one length
-// for all) meets the oracle; a PagedLatentCache gives its view's bits.
+// The caches: a PagedKvCache holding the pool's rows gives the pool's bits; a KvCache's slots
+// at their own lengths meet the oracle; a PagedLatentCache gives its view's bits, and a
+// LatentCache's slots the same.
 TEST(BatchAttention, OverTheCaches) {
   const OwnedPool<bf16, std::int64_t> pool(16, kLengths, kQueries, false);
   KernelOptions options;
@@ -293,6 +294,23 @@ TEST(BatchAttention, OverTheCaches) {
                                                                 {lens.data(), 2}),
       TensorView<float>(o2.data(), std::int64_t(o2.size()), 1, 10, heads, latent), mla);
   EXPECT_EQ(o1, o2);
+  // The same latents in a LatentCache's slots 1 and 0: its view is a pool of one block per slot.
+  multihead::LatentCache<bf16> slots_of_latents(2, 128, latent, rope);
+  const std::vector<std::int64_t> latent_slots = {1, 0};
+  for (std::size_t i = 0; i < 2; ++i) {
+    const std::int64_t n = lens[i];
+    const std::vector<float> c_kv = naive::random_vector(n * latent, std::uint64_t(n));
+    const std::vector<float> k_rope = naive::random_vector(n * rope, std::uint64_t(n + 1));
+    slots_of_latents.append(latent_slots[i],
+                            TensorView<const float>(c_kv.data(), n * latent, 1, n, 1, latent),
+                            TensorView<const float>(k_rope.data(), n * rope, 1, n, 1, rope));
+  }
+  std::vector<float> o3(o1.size());
+  multihead::batch_attention(qv, Span<const std::int64_t>{cu.data(), 3}, slots_of_latents,
+                             Span<const std::int64_t>{latent_slots.data(), 2},
+                             TensorView<float>(o3.data(), std::int64_t(o3.size()), 1, 10, heads, latent),
+                             mla);
+  EXPECT_EQ(o1, o3);
 }
 
 // ---- Bad arguments: rejected before anything is written ----------------------------------------

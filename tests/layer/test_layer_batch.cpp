@@ -1,12 +1,14 @@
 // A layer stepping a continuous batch (Attention::forward over sequences): some of a cache's
 // sequences, each with its own number of new tokens at its own positions. Every sequence's
 // outputs equal the layer's forward over that sequence's whole history (causal, with its rope),
-// over a KvCache's slots and a PagedKvCache alike; bad steps leave the cache as it was.
+// over a KvCache's slots and a PagedKvCache alike, and for MLA over a LatentCache's slots and a
+// PagedLatentCache; bad steps leave the cache as it was.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <multihead/multihead.hpp>
@@ -29,6 +31,21 @@ multihead::GQA make_layer() {
   multihead::GQA layer(module_testing::with_rope(
       module_testing::make_config(kModel, 4, 2, 16, true, true), multihead::RopeLayout::rotate_half));
   layer.init_random(11);
+  return layer;
+}
+
+// MLA with a RoPE key (DeepSeek's shape, small), over its latent caches.
+multihead::MLA make_latent_layer() {
+  multihead::LatentConfig c;
+  c.model_dim = kModel;
+  c.heads = 4;
+  c.latent_dim = 32;
+  c.nope_dim = 16;
+  c.rope_dim = 8;
+  c.value_dim = 12;
+  c.causal = true;
+  multihead::MLA layer(c);
+  layer.init_random(12);
   return layer;
 }
 
@@ -60,9 +77,8 @@ RowMatrix step_input(Histories& h, const std::vector<std::int64_t>& ids,
 
 // Steps the cache through a server's schedule and checks every output row against the layer's
 // forward over the sequence's history up to that token.
-template <class Cache>
-void check_schedule(Cache& cache, const std::vector<std::int64_t>& slot_of) {
-  multihead::GQA layer = make_layer();
+template <class Layer, class Cache>
+void check_schedule(Layer layer, Cache& cache, const std::vector<std::int64_t>& slot_of) {
   Histories h;
   // (sequence, new tokens) per step: prefills, a chunk beside decode steps, a sequence idle.
   const std::vector<std::vector<std::pair<std::int64_t, std::int64_t>>> steps = {
@@ -71,7 +87,9 @@ void check_schedule(Cache& cache, const std::vector<std::int64_t>& slot_of) {
       {{2, 1}, {1, 1}, {0, 1}},
       {{1, 9}, {0, 1}},
   };
-  ForwardOptions options;
+  typename std::conditional_t<std::is_same_v<Layer, multihead::MLA>,
+                              multihead::LatentForwardOptions, ForwardOptions>
+      options;
   options.threads = 2;
   for (const auto& step : steps) {
     std::vector<std::int64_t> ids, counts, cu;
@@ -100,15 +118,33 @@ void check_schedule(Cache& cache, const std::vector<std::int64_t>& slot_of) {
 
 TEST(LayerBatch, KvCacheSlotsAtTheirOwnPositions) {
   KvCache<float> cache(kSequences, 64, 2, 16);
-  check_schedule(cache, {2, 0, 1});  // sequence s lives in slot slot_of[s]
-  EXPECT_EQ(cache.length(0), 23);     // sequence 1: 13 + 1 + 9
+  check_schedule(make_layer(), cache, {2, 0, 1});  // sequence s lives in slot slot_of[s]
+  EXPECT_EQ(cache.length(0), 23);                   // sequence 1: 13 + 1 + 9
 }
 
 TEST(LayerBatch, PagedCacheSequences) {
   PagedKvCache<float> cache(16, 4, 2, 16);
   std::vector<std::int64_t> ids;
   for (std::int64_t s = 0; s < kSequences; ++s) ids.push_back(cache.add_sequence());
-  check_schedule(cache, ids);
+  check_schedule(make_layer(), cache, ids);
+}
+
+TEST(LayerBatch, LatentCacheSlotsAndPagedLatentSequences) {
+  multihead::LatentCache<float> slots(kSequences, 64, 32, 8);
+  check_schedule(make_latent_layer(), slots, {1, 2, 0});
+  multihead::PagedLatentCache<float> paged(16, 4, 32, 8);
+  std::vector<std::int64_t> ids;
+  for (std::int64_t s = 0; s < kSequences; ++s) ids.push_back(paged.add_sequence());
+  check_schedule(make_latent_layer(), paged, ids);
+  multihead::LatentForwardOptions naive;
+  naive.path = multihead::LatentPath::naive;
+  const RowMatrix x = RowMatrix::Random(2, kModel);
+  const std::vector<std::int64_t> cu = {0, 2}, one = {ids[0]};
+  RowMatrix y;
+  multihead::MLA layer = make_latent_layer();
+  EXPECT_INVALID("path: a step over sequences runs the absorbed path",
+                 layer.forward(x, Span<const std::int64_t>{cu.data(), 2}, paged,
+                               Span<const std::int64_t>{one.data(), 1}, y, naive));
 }
 
 TEST(LayerBatch, BadStepsLeaveTheCacheAsItWas) {

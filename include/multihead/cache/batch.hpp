@@ -7,7 +7,7 @@
 //    arrays (paged_view.hpp),
 //  - a PagedKvCache or PagedLatentCache and sequence ids,
 //  - contiguous K/V [batch, capacity, kv_groups, dim] with a length per sequence
-//    (FlashAttention's cache_seqlens), slots of a KvCache, or a LatentCache.
+//    (FlashAttention's cache_seqlens), or slots of a KvCache or LatentCache.
 // The rules are decode_attention's, per sequence: a sequence's queries are the last of its
 // length tokens when causal (bottom-right; append them to the cache first), a sequence with no
 // keys gives output 0 and log-sum-exp −inf, custom modifiers see ScoreSite::batch = the
@@ -75,9 +75,11 @@ void batch_source(const TensorView<const Q>& q, Span<const Index> cu_seqlens_q,
   decode(q, o, lse, options, shape, source, offsets.data());
 }
 
-// The caches whose sequences a call names by id: a paged cache's ids, a KvCache's slots.
+// The caches whose sequences a call names by id: a paged cache's ids, a contiguous cache's slots.
 template <class T>
 constexpr bool names_sequences_v = is_kv_cache_v<T>;
+template <class S>
+constexpr bool names_sequences_v<LatentCache<S>> = true;
 template <class S>
 constexpr bool names_sequences_v<PagedKvCache<S>> = true;
 template <class S>
@@ -129,8 +131,9 @@ void batch_attention(const TensorView<Q>& q, Span<const QIndex> cu_seqlens_q,
 }
 
 // Over sequences of a PagedKvCache, or slots of a KvCache: sequence b is the cache's sequence
-// ids.data[b], each at its own length. (As decode_attention, over a PagedLatentCache with
-// absorbed MLA queries and o [1, total, heads, latent_dim]: mind the scale.)
+// ids.data[b], each at its own length. (As decode_attention, over a PagedLatentCache or a
+// LatentCache's slots with absorbed MLA queries and o [1, total, heads, latent_dim]: mind the
+// scale.)
 template <class Cache, class Q, class O, class QIndex,
           class = std::enable_if_t<detail::names_sequences_v<Cache>>>
 void batch_attention(const TensorView<Q>& q, Span<const QIndex> cu_seqlens_q, const Cache& cache,
@@ -168,16 +171,6 @@ void batch_attention(const TensorView<Q>& q, Span<const QIndex> cu_seqlens_q,
   detail::batch_source(detail::const_view(q), cu_seqlens_q, rows, extents, o, options, lse,
                        {detail::byte_range(k, "k"), detail::byte_range(v, "v"),
                         detail::byte_range(lengths, "lengths")});
-}
-
-// Over a LatentCache: every sequence over the cache's length() tokens.
-template <class Storage, class Q, class O, class QIndex>
-void batch_attention(const TensorView<Q>& q, Span<const QIndex> cu_seqlens_q,
-                     const LatentCache<Storage>& cache, const TensorView<O>& o,
-                     const KernelOptions& options = {}, LseOutput lse = {}) {
-  detail::check_activation_types<Q, O>();
-  detail::batch_source(detail::const_view(q), cu_seqlens_q, cache.kv_rows(), cache.kv_extents(),
-                       o, options, lse, {});
 }
 
 }  // namespace MULTIHEAD_ISA_NAMESPACE

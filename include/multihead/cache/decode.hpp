@@ -20,14 +20,18 @@ namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace detail {
 
-// Where a sequence's block ids are: a paged cache's table, or for a KvCache's slot b (block b
-// of its view()) the id itself.
+// Where a sequence's block ids are: a paged cache's table, or for a contiguous cache's slot b
+// (block b of its view()) the id itself.
 template <class Cache>
 const std::int64_t* sequence_blocks(const Cache& cache, const std::int64_t& id) {
   return cache.block_table(id).data();
 }
 template <class S>
 const std::int64_t* sequence_blocks(const KvCache<S>&, const std::int64_t& id) {
+  return &id;
+}
+template <class S>
+const std::int64_t* sequence_blocks(const LatentCache<S>&, const std::int64_t& id) {
   return &id;
 }
 

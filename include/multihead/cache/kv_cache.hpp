@@ -31,6 +31,7 @@
 #include "../storage/codec.hpp"
 #include "paged_view.hpp"
 #include "rows.hpp"
+#include "slot_lengths.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
@@ -65,7 +66,7 @@ class KvCache {
     buffer_ = detail::AlignedBuffer<Storage>(detail::checked_add(v_offset_, v_size, "cache size"));
     k_size_ = k_size;
     v_size_ = v_size;
-    lengths_.assign(static_cast<std::size_t>(batch), 0);
+    lengths_ = detail::SlotLengths(batch);
   }
 
   // value_dim = head_dim.
@@ -76,18 +77,10 @@ class KvCache {
   std::int64_t capacity() const noexcept { return capacity_; }
   // The length every sequence has; throws std::invalid_argument if they differ (sequences
   // appended to one at a time): ask length(b).
-  std::int64_t length() const {
-    detail::require(shortest_ == longest_, "the cache's sequences have different lengths (",
-                    shortest_, " to ", longest_, "): ask length(b), or step them with a call "
-                    "over sequences");
-    return longest_;
-  }
-  std::int64_t length(std::int64_t b) const {
-    check_slot(b);
-    return lengths_[static_cast<std::size_t>(b)];
-  }
+  std::int64_t length() const { return lengths_.common(); }
+  std::int64_t length(std::int64_t b) const { return lengths_.of(b); }
   // Every sequence's length, [batch] (FlashAttention's cache_seqlens).
-  Span<const std::int64_t> lengths() const noexcept { return {lengths_.data(), batch_}; }
+  Span<const std::int64_t> lengths() const noexcept { return lengths_.all(); }
   std::int64_t kv_groups() const noexcept { return kv_groups_; }
   std::int64_t head_dim() const noexcept { return head_dim_; }
   std::int64_t value_dim() const noexcept { return value_dim_; }
@@ -104,19 +97,19 @@ class KvCache {
   void append(TensorView<const float> k, TensorView<const float> v) {
     const std::int64_t n =
         detail::check_kv_append(k, v, batch_, kv_groups_, head_dim_, value_dim_);
-    detail::require_room(n, longest_, capacity_);
+    detail::require_room(n, lengths_.longest(), capacity_);
     for (std::int64_t b = 0; b < batch_; ++b) store(b, k, v, b, n);
-    recount();
+    lengths_.grow_all(n);
   }
 
   // Appends k [1, n, kv_groups, head_dim] and v [1, n, kv_groups, value_dim] to sequence b
   // alone; the same checks, and b in [0, batch).
   void append(std::int64_t b, TensorView<const float> k, TensorView<const float> v) {
-    check_slot(b);
+    const std::int64_t length = lengths_.of(b);
     const std::int64_t n = detail::check_kv_append(k, v, 1, kv_groups_, head_dim_, value_dim_);
-    detail::require_room(n, lengths_[static_cast<std::size_t>(b)], capacity_);
+    detail::require_room(n, length, capacity_);
     store(b, k, v, 0, n);
-    recount();
+    lengths_.grow(b, n);
   }
 
   // The filled part, [batch, longest length, kv_groups, head_dim] and [..., value_dim], with the
@@ -124,12 +117,12 @@ class KvCache {
   // length(b) tokens are its own. With length 0 the views have no tokens: do not validate them,
   // there is nothing to read.
   TensorView<const Storage> keys() const noexcept {
-    return TensorView<const Storage>::strided(key_data(), k_size_, batch_, longest_, kv_groups_,
+    return TensorView<const Storage>::strided(key_data(), k_size_, batch_, lengths_.longest(), kv_groups_,
                                               k_row(), capacity_ * kv_groups_ * k_row(),
                                               kv_groups_ * k_row(), k_row());
   }
   TensorView<const Storage> values() const noexcept {
-    return TensorView<const Storage>::strided(value_data(), v_size_, batch_, longest_, kv_groups_,
+    return TensorView<const Storage>::strided(value_data(), v_size_, batch_, lengths_.longest(), kv_groups_,
                                               v_row(), capacity_ * kv_groups_ * v_row(),
                                               kv_groups_ * v_row(), v_row());
   }
@@ -148,7 +141,7 @@ class KvCache {
     return rows;
   }
   detail::KvExtents kv_extents() const {
-    return {batch_, longest_, kv_groups_, head_dim_, value_dim_};
+    return {batch_, lengths_.longest(), kv_groups_, head_dim_, value_dim_};
   }
   // What a call over `sequences` of its slots reads (as a paged cache's); kv_len the caller's.
   detail::KvExtents kv_extents(std::int64_t sequences) const {
@@ -156,15 +149,8 @@ class KvCache {
   }
 
   // Forgets every token (or sequence b's); the memory stays allocated for the next sequences.
-  void clear() noexcept {
-    std::fill(lengths_.begin(), lengths_.end(), 0);
-    shortest_ = longest_ = 0;
-  }
-  void clear(std::int64_t b) {
-    check_slot(b);
-    lengths_[static_cast<std::size_t>(b)] = 0;
-    recount();
-  }
+  void clear() noexcept { lengths_.clear(); }
+  void clear(std::int64_t b) { lengths_.clear(b); }
 
  private:
   Storage* key_data() const noexcept { return buffer_.data(); }
@@ -173,28 +159,16 @@ class KvCache {
   std::int64_t v_row() const noexcept { return Codec<Storage>::units(value_dim_); }
   Storage* value_data() const noexcept { return buffer_.data() + v_offset_; }
 
-  void check_slot(std::int64_t b) const {
-    detail::require(b >= 0 && b < batch_, "sequence ", b, " is not in the cache's [0, ", batch_,
-                    ")");
-  }
   // The n tokens of batch entry `entry` of k and v, after sequence b's length.
   void store(std::int64_t b, const TensorView<const float>& k, const TensorView<const float>& v,
              std::int64_t entry, std::int64_t n) {
-    std::int64_t& length = lengths_[static_cast<std::size_t>(b)];
-    const std::int64_t at = (b * capacity_ + length) * kv_groups_;
+    const std::int64_t at = (b * capacity_ + lengths_.of(b)) * kv_groups_;
     detail::store_tokens(k, entry, 0, n, key_data() + at * k_row());
     detail::store_tokens(v, entry, 0, n, value_data() + at * v_row());
-    length += n;
-  }
-  void recount() noexcept {
-    const auto [low, high] = std::minmax_element(lengths_.begin(), lengths_.end());
-    shortest_ = *low;
-    longest_ = *high;
   }
 
   std::int64_t batch_, capacity_, kv_groups_, head_dim_, value_dim_;
-  std::vector<std::int64_t> lengths_;    // per sequence
-  std::int64_t shortest_ = 0, longest_ = 0;
+  detail::SlotLengths lengths_;
   std::int64_t k_size_ = 0, v_size_ = 0, v_offset_ = 0;
   detail::AlignedBuffer<Storage> buffer_;
 };

@@ -27,6 +27,7 @@
 #include "../storage/codec.hpp"
 #include "kv_cache.hpp"
 #include "rows.hpp"
+#include "slot_lengths.hpp"
 
 namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
@@ -99,11 +100,16 @@ class LatentCache {
     buffer_ = detail::AlignedBuffer<Storage>(detail::checked_product(
         "latent cache size (batch * capacity * (latent_dim + rope_dim))", batch, capacity,
         row()));
+    lengths_ = detail::SlotLengths(batch);
   }
 
   std::int64_t batch() const noexcept { return batch_; }
   std::int64_t capacity() const noexcept { return capacity_; }
-  std::int64_t length() const noexcept { return length_; }
+  // The length every sequence has (throws if slots were appended to one at a time and differ:
+  // ask length(b)), slot b's, and all of them, as KvCache keeps them.
+  std::int64_t length() const { return lengths_.common(); }
+  std::int64_t length(std::int64_t b) const { return lengths_.of(b); }
+  Span<const std::int64_t> lengths() const noexcept { return lengths_.all(); }
   std::int64_t latent_dim() const noexcept { return latent_dim_; }
   std::int64_t rope_dim() const noexcept { return rope_dim_; }
 
@@ -120,15 +126,25 @@ class LatentCache {
   void append(TensorView<const float> c_kv, TensorView<const float> k_rope) {
     const std::int64_t n =
         detail::check_latent_append(c_kv, k_rope, batch_, latent_dim_, rope_dim_);
-    detail::require_room(n, length_, capacity_);
+    detail::require_room(n, lengths_.longest(), capacity_);
     for (std::int64_t b = 0; b < batch_; ++b)
-      detail::store_latent_rows(c_kv, k_rope, b, 0, n, latent_dim_, rope_dim_,
-                                buffer_.data() + (b * capacity_ + length_) * row());
-    length_ += n;
+      detail::store_latent_rows(c_kv, k_rope, b, 0, n, latent_dim_, rope_dim_, next_row(b));
+    lengths_.grow_all(n);
   }
 
   // For a cache with rope_dim 0 (throws otherwise).
   void append(TensorView<const float> c_kv) { append(c_kv, {}); }
+
+  // Appends c_kv [1, n, 1, latent_dim] and k_rope [1, n, 1, rope_dim] to sequence b alone; the
+  // same checks, and b in [0, batch).
+  void append(std::int64_t b, TensorView<const float> c_kv, TensorView<const float> k_rope) {
+    const std::int64_t length = lengths_.of(b);
+    const std::int64_t n = detail::check_latent_append(c_kv, k_rope, 1, latent_dim_, rope_dim_);
+    detail::require_room(n, length, capacity_);
+    detail::store_latent_rows(c_kv, k_rope, 0, 0, n, latent_dim_, rope_dim_, next_row(b));
+    lengths_.grow(b, n);
+  }
+  void append(std::int64_t b, TensorView<const float> c_kv) { append(b, c_kv, {}); }
 
   // The filled part as attention reads it, one KV group: keys [batch, length, 1, latent_dim +
   // rope_dim], whole rows, and values [batch, length, 1, latent_dim], the same rows' first
@@ -143,13 +159,30 @@ class LatentCache {
   // The KV-source contract (attention/kv_source.hpp): the filled rows as the kernels read them,
   // MQA-like (one group of latent_dim + rope_dim key and latent_dim value elements), and their
   // extents.
-  detail::KvRows<Storage> kv_rows() const { return detail::view_rows(keys(), values()); }
+  detail::KvRows<Storage> kv_rows() const {
+    detail::KvRows<Storage> rows = detail::view_rows(keys(), values());
+    rows.lengths = lengths_.data();
+    return rows;
+  }
   detail::KvExtents kv_extents() const {
-    return {batch_, length_, 1, latent_dim_ + rope_dim_, latent_dim_};
+    return {batch_, lengths_.longest(), 1, latent_dim_ + rope_dim_, latent_dim_};
+  }
+  // What a call over `sequences` of its slots reads (as a paged cache's); kv_len the caller's.
+  detail::KvExtents kv_extents(std::int64_t sequences) const {
+    return {sequences, 0, 1, latent_dim_ + rope_dim_, latent_dim_};
   }
 
-  // Forgets every token; the memory stays allocated for the next sequences.
-  void clear() noexcept { length_ = 0; }
+  // The cache as a paged pool (paged_view.hpp), as PagedLatentCache::view(): slot b is block b
+  // of `capacity` rows, one group, each value row the first latent_dim values of its key row.
+  PagedKvView<Storage> view() const noexcept {
+    const std::int64_t r = row();
+    return {buffer_.data(), buffer_.data(), batch_, capacity_, 1, latent_dim_ + rope_dim_,
+            latent_dim_, capacity_ * r, r, r, capacity_ * r, r, r};
+  }
+
+  // Forgets every token (or sequence b's); the memory stays allocated for the next sequences.
+  void clear() noexcept { lengths_.clear(); }
+  void clear(std::int64_t b) { lengths_.clear(b); }
 
  private:
   // Elements of a row.
@@ -157,14 +190,20 @@ class LatentCache {
     return detail::latent_row_units<Storage>(latent_dim_, rope_dim_);
   }
 
+  // Where slot b's next row goes.
+  Storage* next_row(std::int64_t b) const noexcept {
+    return buffer_.data() + (b * capacity_ + lengths_.data()[b]) * row();
+  }
+
   // The first `dim` elements of every filled row.
   TensorView<const Storage> rows(std::int64_t dim) const noexcept {
-    return TensorView<const Storage>::strided(buffer_.data(), buffer_.size(), batch_, length_, 1,
+    return TensorView<const Storage>::strided(buffer_.data(), buffer_.size(), batch_,
+                                              lengths_.longest(), 1,
                                               dim, capacity_ * row(), row(), row());
   }
 
   std::int64_t batch_, capacity_, latent_dim_, rope_dim_;
-  std::int64_t length_ = 0;
+  detail::SlotLengths lengths_;
   detail::AlignedBuffer<Storage> buffer_;
 };
 

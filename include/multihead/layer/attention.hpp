@@ -38,8 +38,6 @@
 #include "../attention/fused.hpp"
 #include "../attention/options.hpp"
 #include "../attention/reference.hpp"
-#include "../attention/varlen.hpp"
-#include "../cache/batch.hpp"
 #include "../cache/decode.hpp"
 #include "../cache/kv_cache.hpp"
 #include "../cache/paged_kv_cache.hpp"
@@ -48,6 +46,7 @@
 #include "precision.hpp"
 #include "projection.hpp"
 #include "rope.hpp"
+#include "sequences.hpp"
 #include "variant.hpp"
 
 namespace multihead {
@@ -459,34 +458,9 @@ class Attention {
                          Cache& cache, Span<const std::int64_t> ids, RowMatrix& y,
                          const ForwardOptions& options) {
     check_cache(cache);
-    detail::require(options.batch == 1, "batch (", options.batch,
-                    ") must be 1 in a call over sequences (they are given by cu_seqlens)");
-    detail::check_layer_input(x, config_.model_dim, 1, options.threads);
-    detail::require(ids.data != nullptr && ids.size > 0, "sequences: need at least one id (size ",
-                    ids.size, ")");
-    detail::check_offsets(cu, x.rows(), "cu_seqlens", ids.size);
-    // Every id known, named once, with room for its tokens; the positions they start at.
     thread_local std::vector<std::int64_t> starts;
-    starts.clear();
-    std::int64_t longest = 0, blocks = 0;
-    for (std::int64_t i = 0; i < ids.size; ++i) {
-      const std::int64_t id = ids.data[i], n = cu.data[i + 1] - cu.data[i];
-      for (std::int64_t j = 0; j < i; ++j)
-        detail::require(ids.data[j] != id, "sequences: id ", id, " is named twice (at ", j,
-                        " and ", i, ")");
-      starts.push_back(cache.length(id));  // throws on an unknown id
-      longest = std::max(longest, detail::checked_add(starts.back(), n, "sequence length"));
-      if constexpr (detail::is_kv_cache_v<Cache>) {
-        detail::require_room(n, starts.back(), cache.capacity());
-      } else {
-        const std::int64_t bs = cache.block_size(), held = (starts.back() + bs - 1) / bs;
-        blocks += std::max<std::int64_t>(0, (starts.back() + n + bs - 1) / bs - held);
-      }
-    }
-    if constexpr (!detail::is_kv_cache_v<Cache>)
-      detail::require(blocks <= cache.free_blocks(), "the step needs ", blocks,
-                      " more blocks but only ", cache.free_blocks(), " of ", cache.num_blocks(),
-                      " are free");
+    const std::int64_t longest = detail::check_sequences_step(
+        x, config_.model_dim, options.batch, options.threads, cu, cache, ids, starts);
     const std::int64_t total = x.rows();
     detail::check_no_masks(kernel_options(options, 1));
     check_call(options, 1, total, longest);
@@ -505,7 +479,8 @@ class Attention {
         apply_rope(*rope_, detail::token_range(q, 0, first, n), starts[std::size_t(i)]);
         apply_rope(*rope_, detail::token_range(k, 0, first, n), starts[std::size_t(i)]);
       }
-      cache.append(ids.data[i], detail::token_range(view(k_, 1, total, config_.kv_groups, d), 0, first, n),
+      cache.append(ids.data[i],
+                   detail::token_range(view(k_, 1, total, config_.kv_groups, d), 0, first, n),
                    detail::token_range(view(v_, 1, total, config_.kv_groups, dv), 0, first, n));
     }
     batch_attention(view(q_, 1, total, config_.heads, d), cu, cache, ids,

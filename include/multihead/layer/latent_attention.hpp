@@ -41,6 +41,7 @@
 #include "../attention/reference.hpp"
 #include "../cache/decode.hpp"
 #include "../cache/latent_cache.hpp"
+#include "../cache/paged_latent_cache.hpp"
 #include "../core/compiled.hpp"
 #include "../core/parallel.hpp"
 #include "attention.hpp"
@@ -48,6 +49,7 @@
 #include "precision.hpp"
 #include "projection.hpp"
 #include "rope.hpp"
+#include "sequences.hpp"
 #include "variant.hpp"
 
 namespace multihead {
@@ -247,12 +249,8 @@ class Attention<variant::Latent> {
   template <class Storage>
   void forward(const Eigen::Ref<const RowMatrix>& x, LatentCache<Storage>& cache, RowMatrix& y,
                const LatentForwardOptions& options = {}) {
-    using detail::require;
+    check_cache(cache);
     const std::int64_t batch = cache.batch();
-    require(cache.latent_dim() == config_.latent_dim, "cache latent_dim (", cache.latent_dim(),
-            ") must equal the layer's latent_dim (", config_.latent_dim, ")");
-    require(cache.rope_dim() == config_.rope_dim, "cache rope_dim (", cache.rope_dim(),
-            ") must equal the layer's rope_dim (", config_.rope_dim, ")");
     const std::int64_t position = cache.length();
     const std::int64_t tokens =
         detail::check_step_input(x, config_.model_dim, options.batch, options.threads, batch,
@@ -284,6 +282,25 @@ class Attention<variant::Latent> {
     return y;
   }
 
+  // A continuous batch's step, as Attention<Variant>::forward over sequences (attention.hpp):
+  // the new tokens of the cache's sequences ids[i] (LatentCache slots, PagedLatentCache ids) as
+  // rows [cu_seqlens[i], cu_seqlens[i + 1]) of x, each at its own positions. Every sequence's
+  // queries attend over its latents on the absorbed path (the naive one would up-project every
+  // cached latent of every sequence: options.path naive is rejected); masks are rejected, lse
+  // is [heads, total].
+  template <class Storage>
+  void forward(const Eigen::Ref<const RowMatrix>& x, Span<const std::int64_t> cu_seqlens,
+               LatentCache<Storage>& cache, Span<const std::int64_t> ids, RowMatrix& y,
+               const LatentForwardOptions& options = {}) {
+    forward_sequences(x, cu_seqlens, cache, ids, y, options);
+  }
+  template <class Storage>
+  void forward(const Eigen::Ref<const RowMatrix>& x, Span<const std::int64_t> cu_seqlens,
+               PagedLatentCache<Storage>& cache, Span<const std::int64_t> ids, RowMatrix& y,
+               const LatentForwardOptions& options = {}) {
+    forward_sequences(x, cu_seqlens, cache, ids, y, options);
+  }
+
  private:
   static std::size_t index(LatentWeight w) { return static_cast<std::size_t>(w); }
   static bool is_norm(LatentWeight w) {
@@ -308,6 +325,56 @@ class Attention<variant::Latent> {
                     config_.kv_norm ? "" : ", no kv_a_layernorm", ")");
   }
 
+  template <class Cache>
+  void forward_sequences(const Eigen::Ref<const RowMatrix>& x, Span<const std::int64_t> cu,
+                         Cache& cache, Span<const std::int64_t> ids, RowMatrix& y,
+                         const LatentForwardOptions& options) {
+    check_cache(cache);
+    detail::require(options.path != LatentPath::naive,
+                    "path: a step over sequences runs the absorbed path (naive would up-project "
+                    "every cached latent of every sequence)");
+    thread_local std::vector<std::int64_t> starts;
+    const std::int64_t longest = detail::check_sequences_step(
+        x, config_.model_dim, options.batch, options.threads, cu, cache, ids, starts);
+    const std::int64_t total = x.rows(), dc = config_.latent_dim, row = config_.cached_dim();
+    detail::check_no_masks(kernel_options(options, 1));
+    check_call(options, 1, total, longest);
+    const detail::ExecutorScope scope(options.executor);
+    const int threads = resolve_threads(options.threads);
+
+    project_inputs(x, 1, total, -1, threads);
+    if (rope_) rope_->reserve(longest);
+    for (std::int64_t i = 0; i < ids.size; ++i) {
+      const std::int64_t first = cu.data[i], n = cu.data[i + 1] - first;
+      if (n == 0) continue;
+      rotate(first, 1, n, starts[std::size_t(i)]);
+      const float* rows = latents_.data() + first * row;
+      const std::int64_t size = n * row;
+      const auto c_kv = TensorView<const float>::strided(rows, size, 1, n, 1, dc, size, row, dc);
+      if (config_.rope_dim == 0) {
+        cache.append(ids.data[i], c_kv);
+        continue;
+      }
+      cache.append(ids.data[i], c_kv,
+                   TensorView<const float>::strided(rows + dc, size - dc, 1, n, 1,
+                                                    config_.rope_dim, size, row, config_.rope_dim));
+    }
+    absorb_queries(threads);
+    batch_attention(latent_query_view(1, total), cu, cache, ids, latent_output_view(1, total),
+                    kernel_options(options, threads), options.lse);
+    expand_outputs(threads);
+    detail::project(attended_, weights_[index(LatentWeight::o_proj)], no_bias_, y, threads);
+  }
+
+  template <class Cache>
+  void check_cache(const Cache& cache) const {
+    detail::require(cache.latent_dim() == config_.latent_dim, "cache latent_dim (",
+                    cache.latent_dim(), ") must equal the layer's latent_dim (",
+                    config_.latent_dim, ")");
+    detail::require(cache.rope_dim() == config_.rope_dim, "cache rope_dim (", cache.rope_dim(),
+                    ") must equal the layer's rope_dim (", config_.rope_dim, ")");
+  }
+
   // A call's kernel options: the config's modifiers, then the call's own.
   KernelOptions kernel_options(const LatentForwardOptions& call, int threads) const {
     return detail::with_call_fields(
@@ -326,7 +393,7 @@ class Attention<variant::Latent> {
 
   // Queries q_ [rows, heads·qk_dim] and latent rows latents_ [rows, latent_dim + rope_dim]
   // (normalised latent, then the RoPE key) of x's tokens, RoPE applied at positions
-  // position, position + 1, ...
+  // position, position + 1, ... (position -1: not rotated, the caller rotates per sequence)
   void project_inputs(const Eigen::Ref<const RowMatrix>& x, std::int64_t batch, std::int64_t tokens,
                       std::int64_t position, int threads) {
     const LatentConfig& c = config_;
@@ -343,22 +410,31 @@ class Attention<variant::Latent> {
     if (c.kv_norm)
       detail::rms_norm_rows(latents_, 0, c.latent_dim,
                             weights_[index(LatentWeight::kv_a_layernorm)], c.norm_eps);
-    if (c.rope_dim > 0) {
-      rope_->reserve(position + tokens);
-      // The last rope_dim values of every head's query, and of every latent row.
-      apply_rope(*rope_,
-                 TensorView<float>::strided(q_.data() + c.nope_dim, q_.size() - c.nope_dim, batch,
-                                            tokens, c.heads, c.rope_dim, tokens * c.heads * c.qk_dim(),
-                                            c.heads * c.qk_dim(), c.qk_dim()),
-                 position);
-      apply_rope(*rope_,
-                 TensorView<float>::strided(latents_.data() + c.latent_dim,
-                                            latents_.size() - c.latent_dim, batch, tokens, 1,
-                                            c.rope_dim, tokens * c.cached_dim(), c.cached_dim(),
-                                            c.rope_dim),
-                 position);
+    if (position >= 0) {
+      if (rope_) rope_->reserve(position + tokens);
+      rotate(0, batch, tokens, position);
     }
     attended_.resize(x.rows(), c.heads * c.value_dim);
+  }
+
+  // With a rope, rotates the RoPE parts (the last rope_dim values of every head's query, and of
+  // every latent row) of `tokens` tokens per sequence from row `first_row`, at positions
+  // position, position + 1, ... (the table reserved by the caller).
+  void rotate(std::int64_t first_row, std::int64_t batch, std::int64_t tokens,
+              std::int64_t position) {
+    const LatentConfig& c = config_;
+    if (c.rope_dim == 0) return;
+    const std::int64_t q_row = c.heads * c.qk_dim(), l_row = c.cached_dim();
+    const std::int64_t q_at = first_row * q_row + c.nope_dim;
+    const std::int64_t l_at = first_row * l_row + c.latent_dim;
+    apply_rope(*rope_,
+               TensorView<float>::strided(q_.data() + q_at, q_.size() - q_at, batch, tokens,
+                                          c.heads, c.rope_dim, tokens * q_row, q_row, c.qk_dim()),
+               position);
+    apply_rope(*rope_,
+               TensorView<float>::strided(latents_.data() + l_at, latents_.size() - l_at, batch,
+                                          tokens, 1, c.rope_dim, tokens * l_row, l_row, c.rope_dim),
+               position);
   }
 
   template <class Storage>
