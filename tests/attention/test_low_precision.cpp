@@ -247,7 +247,9 @@ TEST(LowPrecisionDecode, PagedInfinityReachesOnlyTheRowsThatSeeIt) {
         const std::size_t x = std::size_t((i * heads + h) * d + c);
         const bool sees = tokens - q_len + i >= key;
         EXPECT_EQ(std::isfinite(seen[x]), !(sees && c == column)) << "query " << i << " column " << c;
-        if (!sees || c != column) EXPECT_NEAR(seen[x], clean[x], 2e-2f) << "query " << i;
+        if (!sees || c != column) {
+          EXPECT_NEAR(seen[x], clean[x], 2e-2f) << "query " << i;
+        }
       }
 }
 
