@@ -9,6 +9,7 @@
 #include <numeric>
 #include <random>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #ifdef _OPENMP
@@ -320,6 +321,20 @@ const MachinePeak& machine_peak(int threads) {
   static std::map<int, MachinePeak> cache;  // benchmarks run one at a time on the main thread
   auto found = cache.find(threads);
   if (found == cache.end()) found = cache.emplace(threads, measure_peak(threads)).first;
+  return found->second;
+}
+
+const MachinePeak& machine_peak_scattered(int threads, std::int64_t chunk_bytes) {
+  static std::map<std::pair<int, std::int64_t>, MachinePeak> cache;
+  const std::pair<int, std::int64_t> key{threads, chunk_bytes};
+  auto found = cache.find(key);
+  if (found == cache.end()) {
+    MachinePeak peak = machine_peak(threads);
+    run_read_scattered(threads, chunk_bytes);  // the chunk order, made on first use
+    peak.bytes_per_second =
+        best_rate(5, 1, [=] { return run_read_scattered(threads, chunk_bytes); });
+    found = cache.emplace(key, peak).first;
+  }
   return found->second;
 }
 

@@ -46,4 +46,9 @@ struct MachinePeak {
 // at that thread count is divided by the same numbers.
 const MachinePeak& machine_peak(int threads);
 
+// machine_peak(threads) with its read roof that of chunks of chunk_bytes read in random order
+// (run_read_scattered, measured and cached the same way): the roof of a benchmark whose bytes
+// come from a paged pool's scattered blocks.
+const MachinePeak& machine_peak_scattered(int threads, std::int64_t chunk_bytes);
+
 }  // namespace bench

@@ -195,7 +195,9 @@ struct Mix {
 };
 
 void run_serve(benchmark::State& state, Mix mix, bool one_call, int threads) {
-  const MachinePeak& peak = machine_peak(threads);
+  // The pool is read in blocks of kBlock tokens' K (or V) rows, in random order.
+  constexpr std::int64_t block_bytes = kBlock * kGroups * kDim * sizeof(multihead::bf16);
+  const MachinePeak& peak = machine_peak_scattered(threads, block_bytes);
   MixedBatch& batch = last_problem<MixedBatch>(mix.name, [&] {
     return std::make_unique<MixedBatch>(mix.shortest, mix.longest);
   });

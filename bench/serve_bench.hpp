@@ -13,7 +13,9 @@
 //   serve/chunk/fused-contiguous/threads:<n>  the same attention by fused_attention over
 //                                          contiguous bf16 K/V: the rate the chunk should reach
 //
-// Each reports report_roofline()'s counters for
+// Each reports report_roofline()'s counters, against the read roof of the pool's access pattern:
+// 32 KiB blocks (16 tokens of 8 bf16 rows of 128) in random order (machine_peak_scattered, the
+// rate of peak/read-scattered/32KiB), for
 //   flops = 4·heads·d·Σ lengths (Q·Kᵀ and P·V)
 //   bytes = 2·groups·d·2·Σ lengths + 2·32·heads·d·4: the pool's K and V read once, q read and
 //           o written in fp32 (the int32 block tables, 33 KiB, not counted)
