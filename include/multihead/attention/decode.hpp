@@ -12,11 +12,13 @@
 //  - Split-KV. When batch alone would leave threads idle, a sequence's cache is split along its
 //    length; each split leaves an online-softmax state (out, max, sum; state.hpp) per group and
 //    the states of one block are merged, in split order, after all units ran (decode_split.hpp).
-//  - Two tile paths (the contract: tile_path.hpp), by rows per block. Few rows (MHA, small GQA groups; rows ≤ W/2), or up to
-//    2·W rows of wide heads (head dim ≥ 256: MLA's absorbed 576): rows stay row-major and Q·Kᵀ is
-//    vectorised along the head dim, one lane reduction per score; P·V broadcasts each probability
-//    over a row of V. Many rows of narrow heads: the fused kernel's transposed tiles
-//    (column_tiles.hpp; the row-major ones: row_tiles.hpp), with as many row vectors as the block needs.
+//  - Two tile paths (the contract: tile_path.hpp), by a sequence's rows. Few rows (MHA, small
+//    GQA groups; rows ≤ W/2), or up to 2·W rows of wide heads (head dim ≥ 256: MLA's absorbed
+//    576): rows stay row-major and Q·Kᵀ is vectorised along the head dim, one lane reduction per
+//    score; P·V broadcasts each probability over a row of V. Many rows of narrow heads: the
+//    fused kernel's transposed tiles (column_tiles.hpp; the row-major ones: row_tiles.hpp), with
+//    as many row vectors as the block needs. In a mixed batch (packed queries, each sequence its
+//    own count: cache/batch.hpp) each sequence takes its own path, a pass per path used.
 //  - Storage. Rows are read through their codec (storage/codec.hpp): the row-major tiles read
 //    float, bf16 and fp16 rows in place, widening as they load; the transposed tiles get bf16 /
 //    fp16 rows widened a tile at a time into a per-thread buffer. Every product runs in fp32,
