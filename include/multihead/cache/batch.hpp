@@ -77,9 +77,7 @@ void batch_source(const TensorView<const Q>& q, Span<const Index> cu_seqlens_q,
 
 // The caches whose sequences a call names by id: a paged cache's ids, a contiguous cache's slots.
 template <class T>
-constexpr bool names_sequences_v = is_kv_cache_v<T>;
-template <class S>
-constexpr bool names_sequences_v<LatentCache<S>> = true;
+constexpr bool names_sequences_v = is_contiguous_cache_v<T>;
 template <class S>
 constexpr bool names_sequences_v<PagedKvCache<S>> = true;
 template <class S>

@@ -20,19 +20,23 @@ namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace detail {
 
+// The contiguous caches (KvCache, LatentCache: a slot of `capacity` tokens per sequence), as
+// opposed to the paged ones (blocks from a shared pool).
+template <class Cache>
+constexpr bool is_contiguous_cache_v = false;
+template <class S>
+constexpr bool is_contiguous_cache_v<KvCache<S>> = true;
+template <class S>
+constexpr bool is_contiguous_cache_v<LatentCache<S>> = true;
+
 // Where a sequence's block ids are: a paged cache's table, or for a contiguous cache's slot b
 // (block b of its view()) the id itself.
 template <class Cache>
 const std::int64_t* sequence_blocks(const Cache& cache, const std::int64_t& id) {
-  return cache.block_table(id).data();
-}
-template <class S>
-const std::int64_t* sequence_blocks(const KvCache<S>&, const std::int64_t& id) {
-  return &id;
-}
-template <class S>
-const std::int64_t* sequence_blocks(const LatentCache<S>&, const std::int64_t& id) {
-  return &id;
+  if constexpr (is_contiguous_cache_v<Cache>)
+    return &id;
+  else
+    return cache.block_table(id).data();
 }
 
 // Sequences of a cache, by id (a paged cache's ids, a KvCache's slots): their block tables and

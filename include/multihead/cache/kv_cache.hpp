@@ -117,13 +117,13 @@ class KvCache {
   // length(b) tokens are its own. With length 0 the views have no tokens: do not validate them,
   // there is nothing to read.
   TensorView<const Storage> keys() const noexcept {
-    return TensorView<const Storage>::strided(key_data(), k_size_, batch_, lengths_.longest(), kv_groups_,
-                                              k_row(), capacity_ * kv_groups_ * k_row(),
+    return TensorView<const Storage>::strided(key_data(), k_size_, batch_, lengths_.longest(),
+                                              kv_groups_, k_row(), capacity_ * kv_groups_ * k_row(),
                                               kv_groups_ * k_row(), k_row());
   }
   TensorView<const Storage> values() const noexcept {
-    return TensorView<const Storage>::strided(value_data(), v_size_, batch_, lengths_.longest(), kv_groups_,
-                                              v_row(), capacity_ * kv_groups_ * v_row(),
+    return TensorView<const Storage>::strided(value_data(), v_size_, batch_, lengths_.longest(),
+                                              kv_groups_, v_row(), capacity_ * kv_groups_ * v_row(),
                                               kv_groups_ * v_row(), v_row());
   }
 
@@ -172,13 +172,6 @@ class KvCache {
   std::int64_t k_size_ = 0, v_size_ = 0, v_offset_ = 0;
   detail::AlignedBuffer<Storage> buffer_;
 };
-
-namespace detail {
-template <class T>
-constexpr bool is_kv_cache_v = false;
-template <class S>
-constexpr bool is_kv_cache_v<KvCache<S>> = true;
-}  // namespace detail
 
 }  // namespace MULTIHEAD_ISA_NAMESPACE
 }  // namespace multihead

@@ -16,13 +16,6 @@ namespace multihead {
 inline namespace MULTIHEAD_ISA_NAMESPACE {
 namespace detail {
 
-// Contiguous caches (KvCache, LatentCache: a slot of `capacity` tokens per sequence) as opposed
-// to paged ones (blocks from a shared pool).
-template <class Cache>
-constexpr bool is_contiguous_cache_v = is_kv_cache_v<Cache>;
-template <class S>
-constexpr bool is_contiguous_cache_v<LatentCache<S>> = true;
-
 // Checks a step of x [total, model_dim] over the cache's sequences ids, sequence i's new tokens
 // being rows [cu[i], cu[i + 1]) of x: the offsets, every id known and named once, and room for
 // every sequence's tokens (in its slot, or among the pool's free blocks). Fills `starts` with
