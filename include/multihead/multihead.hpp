@@ -51,4 +51,5 @@
 #include "layer/latent_attention.hpp"
 #include "layer/latent_config.hpp"
 #include "layer/rope.hpp"
+#include "layer/rope_scaling.hpp"
 #include "layer/variant.hpp"

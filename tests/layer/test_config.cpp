@@ -542,6 +542,16 @@ TEST(ModuleValidation, SetBiasNeedsAConfiguredBias) {
                  plain.set_bias(Projection::o, b.data(), 16));
   EXPECT_EQ(plain.bias(Projection::q).size(), 0);
 
+  // Qwen2's layers: q, k and v biased, o not (output_bias = false).
+  LayerConfig qwen = small_layer(2, true);
+  qwen.output_bias = false;
+  multihead::GQA q_k_v(qwen);
+  EXPECT_INVALID("Wo bias: the layer was configured without biases (config.o_bias() = false)",
+                 q_k_v.set_bias(Projection::o, b.data(), 16));
+  q_k_v.set_bias(Projection::q, b);
+  EXPECT_EQ(q_k_v.bias(Projection::o).size(), 0);
+  EXPECT_EQ(q_k_v.parameter_count(), multihead::GQA(small_layer(2, true)).parameter_count() - 16);
+
   multihead::GQA biased(small_layer(2, true));
   biased.init_random(3);
   const Eigen::VectorXf bv = biased.bias(Projection::v);

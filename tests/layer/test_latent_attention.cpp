@@ -4,6 +4,7 @@
 // ones with and without query compression, latent norm and RoPE; the weight API and errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -442,6 +443,99 @@ TEST(LatentIncremental, BadCallsThrowAndTouchNothing) {
   EXPECT_THROW(layer.forward(x.topRows(1), cache, y, two), std::invalid_argument);
   EXPECT_EQ(cache.length(), 3);
   EXPECT_EQ(y, sentinel);
+}
+
+// ---- The order k_R is kept in -----------------------------------------------------------------
+
+// Whether the RoPE part of a cached row in Hugging Face's order (`halves`) is the one in
+// DeepSeek's interleaved order (`pairs`) permuted, its even dims first, then its odd ones.
+::testing::AssertionResult is_deinterleaved(const float* halves, const float* pairs,
+                                            std::int64_t rope_dim) {
+  for (std::int64_t i = 0; i < rope_dim / 2; ++i)
+    if (halves[i] != pairs[2 * i] || halves[rope_dim / 2 + i] != pairs[2 * i + 1])
+      return ::testing::AssertionFailure() << "pair " << i << ": (" << halves[i] << ", "
+                                           << halves[rope_dim / 2 + i] << "), expected ("
+                                           << pairs[2 * i] << ", " << pairs[2 * i + 1] << ")";
+  return ::testing::AssertionSuccess();
+}
+
+// The same weights in Hugging Face's order (rope_layout rotate_half) and in the interleaved
+// default: the same outputs (the oracle's, which rotates interleaved pairs) over a prefill,
+// steps and a step over sequences, on both paths, and caches whose latents are equal and whose
+// k_R rows are the interleaved ones permuted, bit for bit (each pair turns by the same
+// arithmetic).
+TEST(LatentRopeLayout, HuggingFaceOrderGivesTheSameOutputsAndPermutedKeys) {
+  std::uint64_t seed = 700;
+  for (std::int64_t query_latent : {0, 20})
+    for (LatentPath path : {LatentPath::automatic, LatentPath::naive}) {
+      const LatentConfig c = small_config(query_latent, 8, true);
+      SCOPED_TRACE(describe(c) + ", path " + std::to_string(static_cast<int>(path)));
+      LatentConfig hf_config = c;
+      hf_config.rope_layout = multihead::RopeLayout::rotate_half;
+      MLA pairs = random_layer(c, seed++);
+      MLA halves(hf_config);
+      for (LatentWeight w : kWeights)
+        if (pairs.has_weight(w)) halves.set_weight(w, pairs.weight(w));
+      const std::int64_t batch = 2, tokens = 8;
+      const std::vector<float> x = naive::random_vector(batch * tokens * c.model_dim, seed++);
+      const RowMatrix xm = to_matrix(x, c.model_dim);
+      LatentForwardOptions whole;
+      whole.batch = batch;
+      const RowMatrix y_pairs = pairs.forward(xm, whole), y_halves = halves.forward(xm, whole);
+      const double scale = y_pairs.cwiseAbs().maxCoeff();
+      EXPECT_LE((y_halves - y_pairs).cwiseAbs().maxCoeff(), 1e-5 * scale);
+      expect_meets_standard(y_halves, oracle_of(halves, x, batch));
+
+      // Prefill 5 tokens per sequence, then 3 steps of one.
+      LatentCache<float> cache_pairs(batch, tokens + 2, c.latent_dim, c.rope_dim);
+      LatentCache<float> cache_halves(batch, tokens + 2, c.latent_dim, c.rope_dim);
+      LatentForwardOptions options;
+      options.path = path;
+      std::int64_t start = 0;
+      for (std::int64_t n : {5, 1, 1, 1}) {
+        RowMatrix chunk(batch * n, c.model_dim), out_pairs, out_halves;
+        for (std::int64_t b = 0; b < batch; ++b)
+          chunk.middleRows(b * n, n) = xm.middleRows(b * tokens + start, n);
+        pairs.forward(chunk, cache_pairs, out_pairs, options);
+        halves.forward(chunk, cache_halves, out_halves, options);
+        EXPECT_LE((out_halves - out_pairs).cwiseAbs().maxCoeff(), 1e-5 * scale)
+            << "chunk from " << start;
+        start += n;
+      }
+      // A step over sequences: one token of sequence 0, two of sequence 1.
+      const std::int64_t ids[] = {0, 1}, cu[] = {0, 1, 3};
+      RowMatrix out_pairs, out_halves;
+      const RowMatrix step = xm.middleRows(0, 3);
+      pairs.forward(step, {cu, 3}, cache_pairs, {ids, 2}, out_pairs);
+      halves.forward(step, {cu, 3}, cache_halves, {ids, 2}, out_halves);
+      EXPECT_LE((out_halves - out_pairs).cwiseAbs().maxCoeff(), 1e-5 * scale);
+
+      for (std::int64_t b = 0; b < batch; ++b)
+        for (std::int64_t t = 0; t < cache_pairs.length(b); ++t) {
+          const float* row_pairs = cache_pairs.keys().row(b, t, 0);
+          const float* row_halves = cache_halves.keys().row(b, t, 0);
+          EXPECT_TRUE(std::equal(row_pairs, row_pairs + c.latent_dim, row_halves))
+              << "latent of sequence " << b << ", token " << t;
+          EXPECT_TRUE(is_deinterleaved(row_halves + c.latent_dim, row_pairs + c.latent_dim,
+                                       c.rope_dim))
+              << "k_R of sequence " << b << ", token " << t;
+        }
+    }
+}
+
+TEST(LatentRopeLayout, DefaultIsInterleavedAndAnUnknownOneIsRejected) {
+  LatentConfig c = small_config(0, 8, true);
+  EXPECT_EQ(c.rope_layout, multihead::RopeLayout::interleaved);
+  EXPECT_EQ(c.rope().layout, multihead::RopeLayout::interleaved);
+  c.rope_layout = static_cast<multihead::RopeLayout>(3);
+  try {
+    c.validate();
+    ADD_FAILURE() << "did not throw";
+  } catch (const std::invalid_argument& error) {
+    EXPECT_NE(std::string(error.what()).find("rope.layout (3) must be rotate_half or interleaved"),
+              std::string::npos)
+        << error.what();
+  }
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 
 #include "support/module_testing.hpp"
 #include "support/naive_reference.hpp"
+#include "support/testing.hpp"
 
 namespace {
 
@@ -118,15 +119,7 @@ double bound_for(const std::vector<float>& input) { return 8.0 * kUnit * naive::
 
 // Runs `body`, expecting std::invalid_argument whose message contains every one of `parts`.
 void expect_invalid(const std::function<void()>& body, const std::vector<std::string>& parts) {
-  try {
-    body();
-    ADD_FAILURE() << "did not throw";
-  } catch (const std::invalid_argument& error) {
-    const std::string message = error.what();
-    for (const std::string& part : parts)
-      EXPECT_NE(message.find(part), std::string::npos)
-          << "'" << part << "' missing from: " << message;
-  }
+  test_support::expect_invalid(body, parts, __FILE__, __LINE__);
 }
 
 TEST(RopeConfig, DefaultsAndGoodConfigs) {

@@ -31,6 +31,7 @@
 #include "../core/eigen.hpp"
 #include <cmath>
 #include <cstdint>
+#include <string_view>
 #include <optional>
 #include <random>
 #include <type_traits>
@@ -62,6 +63,22 @@ inline const char* projection_name(Projection p) {
     case Projection::o: return "Wo";
   }
   return "W?";
+}
+
+// Hugging Face's names of the four projections (LlamaAttention's modules), and back.
+inline const char* hf_projection_name(Projection p) {
+  switch (p) {
+    case Projection::q: return "q_proj";
+    case Projection::k: return "k_proj";
+    case Projection::v: return "v_proj";
+    case Projection::o: return "o_proj";
+  }
+  return "?";
+}
+inline Projection projection_from_hf_name(std::string_view name) {
+  for (Projection p : {Projection::q, Projection::k, Projection::v, Projection::o})
+    if (name == hf_projection_name(p)) return p;
+  detail::fail("'", name, "' is not a projection's name (q_proj, k_proj, v_proj, o_proj)");
 }
 
 struct ForwardOptions {
@@ -97,7 +114,7 @@ class Attention {
     if (config_.alibi) alibi_slopes_ = alibi_slopes(config_.heads);
     for (Projection p : {Projection::q, Projection::k, Projection::v, Projection::o}) {
       weight_ref(p).setZero(out_features(p), in_features(p));
-      if (config_.bias) bias_ref(p).setZero(out_features(p));
+      if (has_bias(p)) bias_ref(p).setZero(out_features(p));
     }
   }
 
@@ -116,6 +133,9 @@ class Attention {
   std::int64_t in_features(Projection p) const {
     return p == Projection::o ? config_.heads * config_.v_dim() : config_.model_dim;
   }
+
+  // Whether projection p carries a bias: config.bias, and for o config.o_bias().
+  bool has_bias(Projection p) const { return p == Projection::o ? config_.o_bias() : config_.bias; }
 
   const RowMatrix& weight(Projection p) const { return const_cast<Attention*>(this)->weight_ref(p); }
   // Empty when the config has no bias.
@@ -139,6 +159,19 @@ class Attention {
     detail::widen_into(data, size, out_features(p), in_features(p), weight_ref(p));
   }
 
+  // The same by Hugging Face's name of the projection ("q_proj", "k_proj", "v_proj", "o_proj").
+  void set_weight(std::string_view hf_name, const Eigen::Ref<const RowMatrix>& w) {
+    set_weight(projection_from_hf_name(hf_name), w);
+  }
+  template <class T>
+  void set_weight(std::string_view hf_name, const T* data, std::int64_t size) {
+    set_weight(projection_from_hf_name(hf_name), data, size);
+  }
+  template <class T>
+  void set_bias(std::string_view hf_name, const T* data, std::int64_t size) {
+    set_bias(projection_from_hf_name(hf_name), data, size);
+  }
+
   // Sets all four weights, checking every shape before changing any.
   void set_weights(const Eigen::Ref<const RowMatrix>& wq, const Eigen::Ref<const RowMatrix>& wk,
                    const Eigen::Ref<const RowMatrix>& wv, const Eigen::Ref<const RowMatrix>& wo) {
@@ -156,15 +189,13 @@ class Attention {
     set_bias(p, b.data(), b.size());
   }
   void set_bias(Projection p, const float* data, std::int64_t size) {
-    detail::require(config_.bias, projection_name(p),
-                    " bias: the layer was configured without biases (config.bias = false)");
+    check_has_bias(p);
     check_buffer(projection_name(p), data, size, out_features(p));
     bias_ref(p) = Eigen::Map<const Eigen::VectorXf>(data, size);
   }
   template <class T, class = std::enable_if_t<is_half_type_v<T>>>
   void set_bias(Projection p, const T* data, std::int64_t size) {
-    detail::require(config_.bias, projection_name(p),
-                    " bias: the layer was configured without biases (config.bias = false)");
+    check_has_bias(p);
     check_buffer(projection_name(p), data, size, out_features(p));
     detail::widen_into(data, size, out_features(p), 1, bias_ref(p));
   }
@@ -370,7 +401,7 @@ class Attention {
   std::int64_t parameter_count() const {
     std::int64_t count = 0;
     for (Projection p : {Projection::q, Projection::k, Projection::v, Projection::o})
-      count += out_features(p) * in_features(p) + (config_.bias ? out_features(p) : 0);
+      count += out_features(p) * in_features(p) + (has_bias(p) ? out_features(p) : 0);
     return count;
   }
 
@@ -471,13 +502,15 @@ class Attention {
     const std::int64_t d = config_.head_dim, dv = config_.v_dim();
     const auto q = mutable_view(q_, 1, total, config_.heads, d);
     const auto k = mutable_view(k_, 1, total, config_.kv_groups, d);
-    if (rope_) rope_->reserve(longest);
+    // Every sequence's tokens are rotated in the step's context (dynamic scaling reads it).
+    const std::int64_t context = detail::step_context(cu, starts);
+    if (rope_) rope_->reserve(context);
     for (std::int64_t i = 0; i < ids.size; ++i) {
       const std::int64_t first = cu.data[i], n = cu.data[i + 1] - first;
       if (n == 0) continue;
       if (rope_) {
-        apply_rope(*rope_, detail::token_range(q, 0, first, n), starts[std::size_t(i)]);
-        apply_rope(*rope_, detail::token_range(k, 0, first, n), starts[std::size_t(i)]);
+        apply_rope(*rope_, detail::token_range(q, 0, first, n), starts[std::size_t(i)], context);
+        apply_rope(*rope_, detail::token_range(k, 0, first, n), starts[std::size_t(i)], context);
       }
       cache.append(ids.data[i],
                    detail::token_range(view(k_, 1, total, config_.kv_groups, d), 0, first, n),
@@ -489,12 +522,17 @@ class Attention {
   }
 
   // With a rope, rotates the projected q and k of `tokens` tokens per sequence, the first at
-  // position `first`. The table grows geometrically, so steps of one token rarely allocate.
+  // position `first`, in a call of context first + tokens. The table grows geometrically, so
+  // steps of one token rarely allocate (and with dynamic scaling stops at original_context).
   void rotate(std::int64_t batch, std::int64_t tokens, std::int64_t first) {
     if (!rope_) return;
-    rope_->reserve(detail::checked_add(first, tokens, "last position (first + tokens)"));
-    apply_rope(*rope_, mutable_view(q_, batch, tokens, config_.heads, config_.head_dim), first);
-    apply_rope(*rope_, mutable_view(k_, batch, tokens, config_.kv_groups, config_.head_dim), first);
+    const std::int64_t context =
+        detail::checked_add(first, tokens, "last position (first + tokens)");
+    rope_->reserve(context);
+    apply_rope(*rope_, mutable_view(q_, batch, tokens, config_.heads, config_.head_dim), first,
+               context);
+    apply_rope(*rope_, mutable_view(k_, batch, tokens, config_.kv_groups, config_.head_dim), first,
+               context);
   }
 
   // Attention of the projected tokens over themselves, into attended_.
@@ -511,6 +549,11 @@ class Attention {
       bf16_.fused(q, k, v, output_view(batch, tokens), kernel, options.lse);
     else
       fused_attention(q, k, v, output_view(batch, tokens), kernel, options.lse);
+  }
+
+  void check_has_bias(Projection p) const {
+    detail::require(has_bias(p), projection_name(p), " bias: the layer was configured without biases (",
+                    p == Projection::o ? "config.o_bias() = false" : "config.bias = false", ")");
   }
 
   template <class T>

@@ -28,10 +28,12 @@ struct LayerConfig : ScoreModifiers {
   std::int64_t head_dim = 0;
   std::optional<std::int64_t> value_dim;  // defaults to head_dim
   bool bias = false;                      // q, k, v and o projections carry a bias
+  std::optional<bool> output_bias;        // o's alone; defaults to bias (Qwen2: q, k, v only)
   std::optional<float> scale;             // defaults to 1/sqrt(head_dim)
   std::optional<RopeConfig> rope;         // rotary position embedding of q and k (rope.hpp)
 
   std::int64_t v_dim() const { return value_dim.value_or(head_dim); }
+  bool o_bias() const { return output_bias.value_or(bias); }
   std::int64_t group_size() const { return heads / kv_groups; }
 
   // Throws unless every size is positive, kv_groups divides heads, the weight sizes fit and a
@@ -63,7 +65,7 @@ struct LayerConfig : ScoreModifiers {
     const std::int64_t inputs = checked_add(model_dim, bias ? 1 : 0, what);  // a bias: a column
     const std::int64_t attended = checked_product(what, heads, v_dim());
     return checked_add(checked_product(what, projected, inputs),
-                       checked_product(what, model_dim, checked_add(attended, bias ? 1 : 0, what)),
+                       checked_product(what, model_dim, checked_add(attended, o_bias() ? 1 : 0, what)),
                        what);
   }
 };

@@ -10,8 +10,10 @@
 //   kv_b_proj            [heads·(nope_dim + value_dim), latent_dim] per head: W_UK rows, W_UV rows
 //   o_proj               [model_dim, heads·value_dim]
 // A checkpoint's tensors load with set_weight(LatentWeight::kv_b_proj, data, size) and so on.
-// (No biases: DeepSeek's attention has none. YaRN context extension, which DeepSeek-V2/V3
-// checkpoints configure for long contexts, is not applied: plain RoPE with config.rope_base.)
+// (No biases: DeepSeek's attention has none.) The decoupled RoPE takes config.rope_scaling, as
+// DeepSeek-V2/V3 checkpoints configure YaRN for long contexts: its frequencies and cos/sin
+// factor on q_R and k_R, and its mscale_all_dim term in the softmax scale (resolved_scale).
+// config.rope_layout chooses the order k_R is rotated and cached in (latent_config.hpp).
 //
 // Two computations of the same attention (latent_config.hpp has the formulas):
 //  - naive: up-project every token's latent into per-head K = [W_UK·c; k_R] and V = W_UV·c, then
@@ -27,6 +29,7 @@
 #pragma once
 
 #include "../core/eigen.hpp"
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -128,6 +131,8 @@ class Attention<variant::Latent> {
       if (is_norm(w)) weights_[static_cast<std::size_t>(i)].setOnes();
     }
     if (config_.rope_dim > 0) rope_.emplace(config_.rope(), config_.rope_dim);
+    if (config_.rope_dim > 0 && config_.rope_layout == RopeLayout::rotate_half)
+      rope_order_.resize(static_cast<std::size_t>(config_.rope_dim));
     if (config_.alibi) alibi_slopes_ = alibi_slopes(config_.heads);
   }
 
@@ -343,11 +348,13 @@ class Attention<variant::Latent> {
     const int threads = resolve_threads(options.threads);
 
     project_inputs(x, 1, total, -1, threads);
-    if (rope_) rope_->reserve(longest);
+    // Every sequence's tokens are rotated in the step's context (dynamic scaling reads it).
+    const std::int64_t context = detail::step_context(cu, starts);
+    if (rope_) rope_->reserve(context);
     for (std::int64_t i = 0; i < ids.size; ++i) {
       const std::int64_t first = cu.data[i], n = cu.data[i + 1] - first;
       if (n == 0) continue;
-      rotate(first, 1, n, starts[std::size_t(i)]);
+      rotate(first, 1, n, starts[std::size_t(i)], context);
       const float* rows = latents_.data() + first * row;
       const std::int64_t size = n * row;
       const auto c_kv = TensorView<const float>::strided(rows, size, 1, n, 1, dc, size, row, dc);
@@ -411,30 +418,51 @@ class Attention<variant::Latent> {
       detail::rms_norm_rows(latents_, 0, c.latent_dim,
                             weights_[index(LatentWeight::kv_a_layernorm)], c.norm_eps);
     if (position >= 0) {
-      if (rope_) rope_->reserve(position + tokens);
-      rotate(0, batch, tokens, position);
+      const std::int64_t context = position + tokens;  // checked by check_step_input
+      if (rope_) rope_->reserve(context);
+      rotate(0, batch, tokens, position, context);
     }
     attended_.resize(x.rows(), c.heads * c.value_dim);
   }
 
   // With a rope, rotates the RoPE parts (the last rope_dim values of every head's query, and of
   // every latent row) of `tokens` tokens per sequence from row `first_row`, at positions
-  // position, position + 1, ... (the table reserved by the caller).
+  // position, position + 1, ... in a call of context length `context` (the table reserved by the
+  // caller). In rotate_half order, each part is first permuted to it.
   void rotate(std::int64_t first_row, std::int64_t batch, std::int64_t tokens,
-              std::int64_t position) {
+              std::int64_t position, std::int64_t context) {
     const LatentConfig& c = config_;
     if (c.rope_dim == 0) return;
+    if (c.rope_layout == RopeLayout::rotate_half)
+      for (std::int64_t r = first_row; r < first_row + batch * tokens; ++r) {
+        for (std::int64_t h = 0; h < c.heads; ++h)
+          deinterleave(q_.row(r).data() + h * c.qk_dim() + c.nope_dim);
+        deinterleave(latents_.row(r).data() + c.latent_dim);
+      }
     const std::int64_t q_row = c.heads * c.qk_dim(), l_row = c.cached_dim();
     const std::int64_t q_at = first_row * q_row + c.nope_dim;
     const std::int64_t l_at = first_row * l_row + c.latent_dim;
     apply_rope(*rope_,
                TensorView<float>::strided(q_.data() + q_at, q_.size() - q_at, batch, tokens,
                                           c.heads, c.rope_dim, tokens * q_row, q_row, c.qk_dim()),
-               position);
+               position, context);
     apply_rope(*rope_,
                TensorView<float>::strided(latents_.data() + l_at, latents_.size() - l_at, batch,
                                           tokens, 1, c.rope_dim, tokens * l_row, l_row, c.rope_dim),
-               position);
+               position, context);
+  }
+
+  // Permutes one RoPE part x[0, rope_dim) from the projection's interleaved pairs to
+  // rotate_half's halves: the even dims, then the odd ones, so pair (2i, 2i + 1) lands on
+  // (i, i + rope_dim/2) and turns by the same angle.
+  void deinterleave(float* x) {
+    const std::int64_t half = config_.rope_dim / 2;
+    float* order = rope_order_.data();
+    for (std::int64_t i = 0; i < half; ++i) {
+      order[i] = x[2 * i];
+      order[half + i] = x[2 * i + 1];
+    }
+    std::copy(order, order + config_.rope_dim, x);
   }
 
   template <class Storage>
@@ -581,6 +609,7 @@ class Attention<variant::Latent> {
   std::array<RowMatrix, kLatentWeights> weights_;  // by LatentWeight; absent ones stay empty
   detail::Bf16Attention bf16_;  // Precision::bf16's operands
   std::optional<RopeTable> rope_;                   // when rope_dim > 0; grows with positions
+  std::vector<float> rope_order_;                   // deinterleave's, in rotate_half order
   std::vector<float> alibi_slopes_;                 // when config_.alibi
   Eigen::VectorXf no_bias_;  // empty: no projection of MLA has a bias
   // Workspaces reused across calls.

@@ -8,6 +8,9 @@
 //   k_C  = W_UK·c_KV, v = W_UV·c_KV          per head: nope_dim and value_dim values
 //   out  = W_O·[softmax(q·[k_C; k_R] · scale)·v over heads],  scale = 1/sqrt(nope_dim + rope_dim)
 // so a token costs (latent_dim + rope_dim) cached values, whatever the number of heads.
+// With YaRN (rope_scaling), DeepSeek multiplies the scale by m(factor, mscale_all_dim)²
+// (rope_scaling.hpp): YaRN's temperature on every score, the cos and sin of q_R and k_R carrying
+// only the ratio m(factor, mscale) / m(factor, mscale_all_dim).
 // The score modifiers (causal, window, soft-cap, ALiBi, sinks; attention/modifiers.hpp) are
 // those of a dense layer, applied to the heads' scores in both of MLA's paths.
 #pragma once
@@ -33,8 +36,15 @@ struct LatentConfig : ScoreModifiers {
   std::int64_t value_dim = 0;                    // v_head_dim
   bool kv_norm = true;          // RMS-normalise the latent (kv_a_layernorm), as DeepSeek does
   float norm_eps = 1e-6f;       // of both RMS norms
-  double rope_base = 10000.0;   // θ of the decoupled RoPE (interleaved pairs, as DeepSeek)
-  std::optional<float> scale;   // defaults to 1/sqrt(nope_dim + rope_dim)
+  double rope_base = 10000.0;   // θ of the decoupled RoPE
+  RopeScaling rope_scaling;     // of the decoupled RoPE: DeepSeek-V2/V3 configure yarn
+  // The order q_R and k_R are rotated in and k_R is cached in. interleaved: pairs (2i, 2i + 1),
+  // as the projections emit them and DeepSeek's reference code rotates them. rotate_half:
+  // Hugging Face's DeepseekV2/V3 order, each part permuted to its even dims, then its odd ones,
+  // and rotated as halves (i, i + rope_dim/2). The same pairs turn by the same angles, so the
+  // scores agree (up to summation order); only the order of a cached k_R differs.
+  RopeLayout rope_layout = RopeLayout::interleaved;
+  std::optional<float> scale;   // defaults to 1/sqrt(nope_dim + rope_dim), times yarn's term
 
   // Sums of user sizes, overflow-checked (validate() calls them first).
   std::int64_t qk_dim() const {
@@ -44,18 +54,23 @@ struct LatentConfig : ScoreModifiers {
   std::int64_t cached_dim() const {
     return detail::checked_add(latent_dim, rope_dim, "cached_dim (latent_dim + rope_dim)");
   }
+  // scale, or 1/sqrt(qk_dim) times DeepSeek's yarn term (RopeScaling::softmax_scale_factor).
   float resolved_scale() const {
-    return scale.value_or(1.0f / std::sqrt(static_cast<float>(qk_dim())));
+    if (scale) return *scale;
+    const float plain = 1.0f / std::sqrt(static_cast<float>(qk_dim()));
+    return static_cast<float>(plain * rope_scaling.softmax_scale_factor());  // 1: exactly plain
   }
   RopeConfig rope() const {
     RopeConfig rope;
     rope.base = rope_base;
-    rope.layout = RopeLayout::interleaved;
+    rope.layout = rope_layout;
+    rope.scaling = rope_scaling;
     return rope;
   }
 
   // Throws std::invalid_argument naming the field unless every size is positive (rope_dim may be
-  // 0; otherwise even), the norms' epsilon and the scale are sensible and the weights fit.
+  // 0; otherwise even), the rope (rope_base, rope_scaling, rope_layout, checked as a RopeConfig's
+  // rope.* fields), the norms' epsilon and the scale are sensible and the weights fit.
   void validate() const {
     using detail::require;
     using detail::require_positive;
@@ -69,10 +84,18 @@ struct LatentConfig : ScoreModifiers {
     require_positive(value_dim, "value_dim");
     require(norm_eps > 0.0f && std::isfinite(norm_eps), "norm_eps (", norm_eps,
             ") must be positive and finite");
-    if (rope_dim > 0) rope().validate(rope_dim);
+    if (rope_dim > 0)
+      rope().validate(rope_dim);
+    else
+      require(rope_scaling.type == RopeScalingType::none, "rope_scaling (",
+              rope_scaling_name(rope_scaling.type), ") needs a RoPE to scale but rope_dim is 0");
     if (scale)
       require(*scale > 0.0f && std::isfinite(*scale), "scale (", *scale,
               ") must be positive and finite");
+    // The default scale times DeepSeek's yarn term, rounded to float, must be finite too.
+    require(std::isfinite(resolved_scale()) && resolved_scale() > 0.0f, "the softmax scale (",
+            resolved_scale(), ") from rope_scaling.mscale_all_dim (", rope_scaling.mscale_all_dim,
+            ") must be positive and finite in float");
     validate_modifiers(heads);
     // The absorbed query [heads, latent_dim + rope_dim] per token, and every weight's bytes.
     detail::checked_product("absorbed query (heads * (latent_dim + rope_dim))", heads,

@@ -54,6 +54,18 @@ std::int64_t check_sequences_step(const Eigen::Ref<const RowMatrix>& x, std::int
   return longest;
 }
 
+// A step's context length as RoPE reads it (dynamic scaling, rope.hpp): the last position of any
+// new token, plus one. Sequences sitting the step out have no token to rotate and do not count.
+inline std::int64_t step_context(Span<const std::int64_t> cu,
+                                 const std::vector<std::int64_t>& starts) {
+  std::int64_t context = 0;
+  for (std::size_t i = 0; i < starts.size(); ++i) {
+    const std::int64_t n = cu.data[i + 1] - cu.data[i];
+    if (n > 0) context = std::max(context, starts[i] + n);  // checked by check_sequences_step
+  }
+  return context;
+}
+
 }  // namespace detail
 }  // namespace MULTIHEAD_ISA_NAMESPACE
 }  // namespace multihead
