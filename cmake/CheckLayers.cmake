@@ -1,9 +1,9 @@
 # Checks that include/multihead/ includes one way: every header includes only headers of its own
 # folder or of the folders below it, in this order (lowest first):
-#   core  storage  simd  attention  cache  layer  io  (top level: multihead.hpp, build_info.hpp, ...)
+#   core  storage  simd  attention  cache  layer  io  distributed  (top level: multihead.hpp, build_info.hpp, ...)
 # Run as a test: cmake -DINCLUDE_DIR=<repo>/include/multihead -P CheckLayers.cmake
 # Fails naming each offending include.
-set(_layers core storage simd attention cache layer io)
+set(_layers core storage simd attention cache layer io distributed)
 
 function(_layer_rank path out)
   string(REGEX MATCH "^([a-z_]+)/" _m "${path}")

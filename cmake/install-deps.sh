@@ -3,11 +3,12 @@
 # missing: the compiler, CMake, Eigen 3.4, GoogleTest and Google Benchmark; clang and its OpenMP
 # (the test suite builds a consumer with each compiler) and libFuzzer's runtime (the sanitize
 # workflow's fuzzers); nlohmann-json for the optional checkpoint readers (include/multihead/io/);
+# OpenMPI for the optional context parallelism (include/multihead/distributed/);
 # matplotlib for the charts of examples/plot_variants.py.
 set -euo pipefail
 
 packages=(g++ make cmake ninja-build libeigen3-dev libgtest-dev libgmock-dev libbenchmark-dev clang libomp-dev
-          nlohmann-json3-dev python3-matplotlib)
+          nlohmann-json3-dev libopenmpi-dev openmpi-bin python3-matplotlib)
 missing=()
 for package in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
