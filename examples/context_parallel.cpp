@@ -11,11 +11,10 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <random>
-#include <vector>
-
 #include <multihead/distributed/mpi.hpp>
 #include <multihead/multihead.hpp>
+#include <random>
+#include <vector>
 
 namespace {
 
@@ -92,17 +91,19 @@ int main(int argc, char** argv) {
   });
 
   if (rank == 0) {
-    std::printf("%d rank(s) x %d thread(s); GQA %lld/%lld, head_dim %lld\n", ranks,
-                options.threads, static_cast<long long>(kHeads), static_cast<long long>(kGroups),
+    std::printf("%d rank(s) x %d thread(s); GQA %lld/%lld, head_dim %lld\n", ranks, options.threads,
+                static_cast<long long>(kHeads), static_cast<long long>(kGroups),
                 static_cast<long long>(kDim));
-    std::printf("decode step over %lld cached bf16 tokens: %.3f ms; each rank sends %lld bytes "
-                "(its o and lse) once\n",
-                static_cast<long long>(decode_tokens), decode * 1e3,
-                static_cast<long long>(kHeads * (kDim + 1) * 4));
-    std::printf("causal prefill of %lld tokens: %.2f ms; each rank sends %d messages of its K/V "
-                "chunks, about %lld bytes each\n",
-                static_cast<long long>(prefill_tokens), prefill * 1e3, ranks - 1,
-                static_cast<long long>(prefill_tokens / ranks * kGroups * 2 * kDim * 4));
+    std::printf(
+        "decode step over %lld cached bf16 tokens: %.3f ms; each rank sends %lld bytes "
+        "(its o and lse) once\n",
+        static_cast<long long>(decode_tokens), decode * 1e3,
+        static_cast<long long>(kHeads * (kDim + 1) * 4));
+    std::printf(
+        "causal prefill of %lld tokens: %.2f ms; each rank sends %d messages of its K/V "
+        "chunks, about %lld bytes each\n",
+        static_cast<long long>(prefill_tokens), prefill * 1e3, ranks - 1,
+        static_cast<long long>(prefill_tokens / ranks * kGroups * 2 * kDim * 4));
   }
   MPI_Finalize();
   return 0;

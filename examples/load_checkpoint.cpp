@@ -12,10 +12,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <multihead/io/checkpoint.hpp>
 #include <stdexcept>
 #include <string>
-
-#include <multihead/io/checkpoint.hpp>
 
 namespace {
 
@@ -72,25 +71,26 @@ int main(int argc, char** argv) {
                 checkpoint.tensors().files());
     if (config.is_latent()) {
       const multihead::LatentConfig c = config.latent_config(layer);
-      std::printf("layer %lld: MLA, hidden %lld, heads %lld, latent %lld, q latent %lld, "
-                  "nope %lld, rope %lld, value %lld, rope scaling %s, softmax scale %.6f\n",
-                  static_cast<long long>(layer), static_cast<long long>(c.model_dim),
-                  static_cast<long long>(c.heads), static_cast<long long>(c.latent_dim),
-                  static_cast<long long>(c.query_latent_dim.value_or(0)),
-                  static_cast<long long>(c.nope_dim), static_cast<long long>(c.rope_dim),
-                  static_cast<long long>(c.value_dim), scaling_name(c.rope_scaling),
-                  double(c.resolved_scale()));
+      std::printf(
+          "layer %lld: MLA, hidden %lld, heads %lld, latent %lld, q latent %lld, "
+          "nope %lld, rope %lld, value %lld, rope scaling %s, softmax scale %.6f\n",
+          static_cast<long long>(layer), static_cast<long long>(c.model_dim),
+          static_cast<long long>(c.heads), static_cast<long long>(c.latent_dim),
+          static_cast<long long>(c.query_latent_dim.value_or(0)),
+          static_cast<long long>(c.nope_dim), static_cast<long long>(c.rope_dim),
+          static_cast<long long>(c.value_dim), scaling_name(c.rope_scaling),
+          double(c.resolved_scale()));
       multihead::MLA mla = checkpoint.latent_attention(layer, c);
       run(mla, tokens, c.model_dim, elapsed());
     } else {
       const multihead::LayerConfig c = config.layer_config(layer);
-      std::printf("layer %lld: hidden %lld, heads %lld, kv heads %lld, head_dim %lld, bias %s/%s, "
-                  "rope base %g, scaling %s, window %lld\n",
-                  static_cast<long long>(layer), static_cast<long long>(c.model_dim),
-                  static_cast<long long>(c.heads), static_cast<long long>(c.kv_groups),
-                  static_cast<long long>(c.head_dim), c.bias ? "qkv" : "-",
-                  c.o_bias() ? "o" : "-", c.rope->base, scaling_name(c.rope->scaling),
-                  static_cast<long long>(c.window_left));
+      std::printf(
+          "layer %lld: hidden %lld, heads %lld, kv heads %lld, head_dim %lld, bias %s/%s, "
+          "rope base %g, scaling %s, window %lld\n",
+          static_cast<long long>(layer), static_cast<long long>(c.model_dim),
+          static_cast<long long>(c.heads), static_cast<long long>(c.kv_groups),
+          static_cast<long long>(c.head_dim), c.bias ? "qkv" : "-", c.o_bias() ? "o" : "-",
+          c.rope->base, scaling_name(c.rope->scaling), static_cast<long long>(c.window_left));
       multihead::GQA dense = checkpoint.attention(layer, c);
       run(dense, tokens, c.model_dim, elapsed());
     }

@@ -1,17 +1,17 @@
 // distributed/mpi.hpp under mpirun (2 and 3 ranks, ctest's mpi.* entries): sharded decode and
 // ring-attention prefill against the naive oracle of the whole sequence computed on every rank
 // (the accuracy standard of kernel_testing.hpp), with uneven shards, a rank with an empty shard,
-// GQA, MQA and MLA latent caches; and bad shapes on one rank failing every rank with one message.
+// GQA, MQA, a paged fp16 cache and MLA latent caches; and bad shapes on one rank failing every
+// rank with one message.
 // Every rank runs every test; rank 0 prints, and the process's status is the worst of all ranks.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <vector>
-
 #include <multihead/distributed/mpi.hpp>
 #include <multihead/multihead.hpp>
+#include <vector>
 
 #include "support/kernel_testing.hpp"
 #include "support/testing.hpp"
@@ -70,6 +70,39 @@ TEST(ShardedDecode, GqaOnEveryRank) { check_sharded_decode(2, 1, -1); }
 TEST(ShardedDecode, MqaTwoQueriesOnTheRoot) { check_sharded_decode(1, 2, ranks() - 1); }
 TEST(ShardedDecode, MhaOnRankZero) { check_sharded_decode(8, 1, 0); }
 
+// A paged fp16 cache: each rank's PagedKvCache holds its slice of two sequences' keys, in
+// blocks of 16; one decode_attention over both, then the merge.
+TEST(ShardedDecode, PagedCacheSlicesOfTwoSequences) {
+  const auto shape = kernel_testing::make_shape(2, 1, 150, 8, 2, 32, 24);
+  Inputs in = kernel_testing::make_inputs(shape, 31);
+  for (float& x : in.k) x = test_support::stored<multihead::fp16>(x);
+  for (float& x : in.v) x = test_support::stored<multihead::fp16>(x);
+  const auto [begin, end] = slice(shape.kv_len, rank(), ranks());
+  const std::int64_t n = end - begin;
+  multihead::PagedKvCache<multihead::fp16> cache(32, 16, 2, 32, 24);
+  std::vector<std::int64_t> ids;
+  for (std::int64_t b = 0; b < 2; ++b) {
+    ids.push_back(cache.add_sequence());
+    const std::int64_t k_row = 2 * 32, v_row = 2 * 24;
+    const std::vector<float> k(in.k.begin() + (b * 150 + begin) * k_row,
+                               in.k.begin() + (b * 150 + end) * k_row);
+    const std::vector<float> v(in.v.begin() + (b * 150 + begin) * v_row,
+                               in.v.begin() + (b * 150 + end) * v_row);
+    if (n > 0)
+      cache.append(ids.back(), TensorView<const float>(k.data(), n * k_row, 1, n, 2, 32),
+                   TensorView<const float>(v.data(), n * v_row, 1, n, 2, 24));
+  }
+  kernel_testing::LibResult lib;
+  lib.o.assign(std::size_t(shape.o_size()), 0.0f);
+  lib.lse.assign(std::size_t(shape.lse_size()), 0.0f);
+  const TensorView<float> o(lib.o.data(), shape.o_size(), 2, 1, 8, 24);
+  multihead::decode_attention(TensorView<const float>(in.q.data(), shape.q_size(), 2, 1, 8, 32),
+                              cache, {ids.data(), 2}, o, KernelOptions{},
+                              {lib.lse.data(), shape.lse_size()});
+  multihead::merge_shards(MPI_COMM_WORLD, o, {lib.lse.data(), shape.lse_size()});
+  kernel_testing::expect_meets_standard(lib, kernel_testing::run_oracle(in, KernelOptions{}));
+}
+
 // MLA: each rank holds a slice of a bf16 latent cache; the absorbed attention is MQA with k the
 // whole row and v its latent part.
 TEST(ShardedDecode, LatentCacheSlices) {
@@ -90,16 +123,17 @@ TEST(ShardedDecode, LatentCacheSlices) {
     k_rope.insert(k_rope.end(), row + latent, row + latent + rope);
   }
   const std::int64_t n = end - begin;
-  if (n > 0) cache.append(TensorView<const float>(c_kv.data(), n * latent, 1, n, 1, latent),
-                          TensorView<const float>(k_rope.data(), n * rope, 1, n, 1, rope));
+  if (n > 0)
+    cache.append(TensorView<const float>(c_kv.data(), n * latent, 1, n, 1, latent),
+                 TensorView<const float>(k_rope.data(), n * rope, 1, n, 1, rope));
   kernel_testing::LibResult lib;
   lib.o.assign(std::size_t(shape.o_size()), 0.0f);
   lib.lse.assign(std::size_t(shape.lse_size()), -std::numeric_limits<float>::infinity());
   const TensorView<float> o(lib.o.data(), shape.o_size(), 1, 1, heads, latent);
   if (n > 0)
     multihead::decode_attention(
-        TensorView<const float>(in.q.data(), shape.q_size(), 1, 1, heads, latent + rope), cache,
-        o, KernelOptions{}, {lib.lse.data(), shape.lse_size()});
+        TensorView<const float>(in.q.data(), shape.q_size(), 1, 1, heads, latent + rope), cache, o,
+        KernelOptions{}, {lib.lse.data(), shape.lse_size()});
   multihead::merge_shards(MPI_COMM_WORLD, o, {lib.lse.data(), shape.lse_size()});
   kernel_testing::expect_meets_standard(lib, kernel_testing::run_oracle(in, KernelOptions{}));
 }
@@ -109,15 +143,16 @@ TEST(ShardedDecode, BadShapesOnOneRankFailEveryRank) {
   const int last = ranks() - 1;
   // The last rank holds 3 heads where the others hold 4.
   const std::int64_t heads = rank() == last ? 3 : 4;
-  EXPECT_INVALID("merge_shards: rank " + std::to_string(last) + " holds [1, 2, 3, 16] but rank 0 [1, 2, 4, 16]",
-                 multihead::merge_shards(MPI_COMM_WORLD,
-                                         TensorView<float>(o.data(), 2 * heads * 16, 1, 2, heads, 16),
-                                         {lse.data(), 2 * heads}));
+  EXPECT_INVALID("merge_shards: rank " + std::to_string(last) +
+                     " holds [1, 2, 3, 16] but rank 0 [1, 2, 4, 16]",
+                 multihead::merge_shards(
+                     MPI_COMM_WORLD, TensorView<float>(o.data(), 2 * heads * 16, 1, 2, heads, 16),
+                     {lse.data(), 2 * heads}));
   // Rank 0's own check fails (a short lse): every rank throws rank 0's message.
-  EXPECT_INVALID("merge_shards: rank 0 of " + std::to_string(ranks()) + " failed: multihead: lse: size (7)",
-                 multihead::merge_shards(MPI_COMM_WORLD,
-                                         TensorView<float>(o.data(), 2 * 4 * 16, 1, 2, 4, 16),
-                                         {lse.data(), rank() == 0 ? 7 : 8}));
+  EXPECT_INVALID(
+      "merge_shards: rank 0 of " + std::to_string(ranks()) + " failed: multihead: lse: size (7)",
+      multihead::merge_shards(MPI_COMM_WORLD, TensorView<float>(o.data(), 2 * 4 * 16, 1, 2, 4, 16),
+                              {lse.data(), rank() == 0 ? 7 : 8}));
   // And the ranks are still in step: a good call after both works.
   lse.assign(8, 0.0f);
   multihead::merge_shards(MPI_COMM_WORLD, TensorView<float>(o.data(), 2 * 4 * 16, 1, 2, 4, 16),
@@ -127,8 +162,8 @@ TEST(ShardedDecode, BadShapesOnOneRankFailEveryRank) {
 
 // Ring attention: rank r holds the zig-zag chunks r and 2N − 1 − r of the sequence.
 void check_ring(std::int64_t length, std::int64_t kv_groups, bool causal) {
-  SCOPED_TRACE(::testing::Message() << "length " << length << ", kv_groups " << kv_groups
-                                    << (causal ? ", causal" : ""));
+  SCOPED_TRACE(::testing::Message()
+               << "length " << length << ", kv_groups " << kv_groups << (causal ? ", causal" : ""));
   const std::int64_t heads = 4, d = 16, dv = 8;
   const auto shape = kernel_testing::make_shape(1, length, length, heads, kv_groups, d, dv);
   const Inputs in = kernel_testing::make_inputs(shape, 23 + std::uint64_t(length));
@@ -146,24 +181,25 @@ void check_ring(std::int64_t length, std::int64_t kv_groups, bool causal) {
   std::vector<float> lse(std::size_t(n * heads), std::numeric_limits<float>::quiet_NaN());
   KernelOptions options;
   options.causal = causal;
-  multihead::ring_attention(MPI_COMM_WORLD, length,
-                            TensorView<const float>(q.data(), n * heads * d, 1, n, heads, d),
-                            TensorView<const float>(k.data(), n * kv_groups * d, 1, n, kv_groups, d),
-                            TensorView<const float>(v.data(), n * kv_groups * dv, 1, n, kv_groups, dv),
-                            TensorView<float>(o.data(), n * heads * dv, 1, n, heads, dv), options,
-                            {lse.data(), n * heads});
+  multihead::ring_attention(
+      MPI_COMM_WORLD, length, TensorView<const float>(q.data(), n * heads * d, 1, n, heads, d),
+      TensorView<const float>(k.data(), n * kv_groups * d, 1, n, kv_groups, d),
+      TensorView<const float>(v.data(), n * kv_groups * dv, 1, n, kv_groups, dv),
+      TensorView<float>(o.data(), n * heads * dv, 1, n, heads, dv), options,
+      {lse.data(), n * heads});
   // The oracle's rows of this rank's positions: o [1, length, heads, dv], lse [1, heads, length].
   const kernel_testing::Oracle full = kernel_testing::run_oracle(in, options);
   kernel_testing::Oracle mine;
   const auto pick = [&](const auto& result, auto& out) {
     out.o.clear();
     out.lse.clear();
-    for (const auto& [b, e] : {std::pair{own.first_begin, own.first_end},
-                               std::pair{own.second_begin, own.second_end}})
-      out.o.insert(out.o.end(), result.o.begin() + b * heads * dv, result.o.begin() + e * heads * dv);
+    for (const auto& [b, e] :
+         {std::pair{own.first_begin, own.first_end}, std::pair{own.second_begin, own.second_end}})
+      out.o.insert(out.o.end(), result.o.begin() + b * heads * dv,
+                   result.o.begin() + e * heads * dv);
     for (std::int64_t h = 0; h < heads; ++h)
-      for (const auto& [b, e] : {std::pair{own.first_begin, own.first_end},
-                                 std::pair{own.second_begin, own.second_end}})
+      for (const auto& [b, e] :
+           {std::pair{own.first_begin, own.first_end}, std::pair{own.second_begin, own.second_end}})
         out.lse.insert(out.lse.end(), result.lse.begin() + h * length + b,
                        result.lse.begin() + h * length + e);
   };

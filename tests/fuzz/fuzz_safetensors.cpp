@@ -6,11 +6,10 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <multihead/io/safetensors.hpp>
 #include <stdexcept>
 #include <utility>
 #include <vector>
-
-#include <multihead/io/safetensors.hpp>
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   multihead::SafetensorsHeader header;

@@ -7,11 +7,10 @@
 
 #include <cmath>
 #include <map>
+#include <multihead/io/checkpoint.hpp>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <multihead/io/checkpoint.hpp>
 
 #include "support/safetensors_writer.hpp"
 #include "support/testing.hpp"
@@ -94,7 +93,8 @@ class Checkpoint {
       next = (next + 1) % shards;
     }
     for (int i = 0; i < shards; ++i)
-      testing_io::write_file(dir_ / file_name(i, shards), testing_io::file_image(files[std::size_t(i)]));
+      testing_io::write_file(dir_ / file_name(i, shards),
+                             testing_io::file_image(files[std::size_t(i)]));
     if (shards > 1)
       testing_io::write_text(dir_ / "model.safetensors.index.json",
                              "{\"metadata\":{},\"weight_map\":{" + map + "}}");
@@ -156,12 +156,17 @@ void set_by_hand(Layer& layer, const Checkpoint& c, int index) {
         continue;
       const Values& v = c[name];
       const auto set = [&](const auto& data) {
-        if (kind == std::string("weight")) layer.set_weight(p, data.data(), std::int64_t(data.size()));
-        else layer.set_bias(p, data.data(), std::int64_t(data.size()));
+        if (kind == std::string("weight"))
+          layer.set_weight(p, data.data(), std::int64_t(data.size()));
+        else
+          layer.set_bias(p, data.data(), std::int64_t(data.size()));
       };
-      if (v.dtype == "F32") set(v.data);
-      else if (v.dtype == "BF16") set(as<bf16>(v.data));
-      else set(as<fp16>(v.data));
+      if (v.dtype == "F32")
+        set(v.data);
+      else if (v.dtype == "BF16")
+        set(as<bf16>(v.data));
+      else
+        set(as<fp16>(v.data));
     }
   }
 }
@@ -199,7 +204,8 @@ TEST(Checkpoint, LlamaLayerIsTheSameWeightsSetByHand) {
   multihead::GQA loaded = checkpoint.attention(1);
   const auto& wk = c[attn(1, "k_proj.weight")].data;
   EXPECT_EQ(std::vector<float>(loaded.weight(Projection::k).data(),
-                               loaded.weight(Projection::k).data() + wk.size()), wk);
+                               loaded.weight(Projection::k).data() + wk.size()),
+            wk);
   multihead::GQA by_hand(config);
   set_by_hand(by_hand, c, 1);
   const RowMatrix x = input(12, 32);
@@ -243,7 +249,7 @@ TEST(Checkpoint, MistralSlidingWindowAndFp16Weights) {
   c.write();
   const HfCheckpoint checkpoint(c.path());
   const multihead::LayerConfig config = checkpoint.config().layer_config(1);
-  EXPECT_EQ(config.head_dim, 16);  // given, not hidden_size / heads
+  EXPECT_EQ(config.head_dim, 16);    // given, not hidden_size / heads
   EXPECT_EQ(config.window_left, 4);  // 5 keys: the query's own and 4 before it
   EXPECT_EQ(config.rope->scaling.type, RopeScalingType::none);
   multihead::MQA loaded = checkpoint.attention<multihead::variant::MultiQuery>(1);
@@ -261,7 +267,8 @@ TEST(Checkpoint, MistralSlidingWindowAndFp16Weights) {
 // DeepSeek-V2-Lite-like (q_proj) and V3-like (q_a_proj, q_b_proj), with yarn.
 std::string deepseek_config(const std::string& type, bool q_lora) {
   return R"({"model_type": ")" + type + R"(", "hidden_size": 40, "num_attention_heads": 4,
-    "num_hidden_layers": 2, "kv_lora_rank": 16, "q_lora_rank": )" + (q_lora ? "24" : "null") +
+    "num_hidden_layers": 2, "kv_lora_rank": 16, "q_lora_rank": )" +
+         (q_lora ? "24" : "null") +
          R"(, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 6,
     "rms_norm_eps": 1e-06, "rope_theta": 10000, "max_position_embeddings": 163840,
     "attention_bias": false,
@@ -311,8 +318,8 @@ TEST(Checkpoint, DeepSeekLatentLayersWithAndWithoutQueryCompression) {
     for (int i = 0; i < multihead::kLatentWeights; ++i) {
       const auto w = static_cast<LatentWeight>(i);
       if (!by_hand.has_weight(w)) continue;
-      const auto values = as<bf16>(
-          c[attn(1, std::string(multihead::latent_weight_name(w)) + ".weight")].data);
+      const auto values =
+          as<bf16>(c[attn(1, std::string(multihead::latent_weight_name(w)) + ".weight")].data);
       by_hand.set_weight(w, values.data(), std::int64_t(values.size()));
     }
     const RowMatrix x = input(7, 40);
@@ -337,8 +344,9 @@ TEST(Checkpoint, ConfigAndWeightsThatDisagreeAreRefused) {
   multihead::LayerConfig wider = checkpoint.config().layer_config(0);
   wider.bias = true;
   wider.head_dim = 4;
-  EXPECT_INVALID("tensor 'model.layers.0.self_attn.q_proj.weight' has shape [32, 32], expected [16, 32]",
-                 checkpoint.attention(0, wider));
+  EXPECT_INVALID(
+      "tensor 'model.layers.0.self_attn.q_proj.weight' has shape [32, 32], expected [16, 32]",
+      checkpoint.attention(0, wider));
 
   // An MLA checkpoint whose config says no q_lora_rank but which holds q_a_proj.
   Checkpoint d("ck_bad_mla", deepseek_config("deepseek_v2", false));
@@ -364,9 +372,10 @@ TEST(Checkpoint, BadConfigFieldsAreRefusedNamingThem) {
   EXPECT_INVALID("config.json: no hidden_size", config(R"({"model_type": "llama", )" + base + "}"));
   EXPECT_INVALID("hidden_size must be an integer, not \"32\"",
                  config(R"({"model_type": "llama", "hidden_size": "32", )" + base + "}"));
-  EXPECT_INVALID("num_key_value_heads must be an integer, not 2.5",
-                 config(R"({"model_type": "llama", "hidden_size": 32, "num_key_value_heads": 2.5, )" +
-                        base + "}"));
+  EXPECT_INVALID(
+      "num_key_value_heads must be an integer, not 2.5",
+      config(R"({"model_type": "llama", "hidden_size": 32, "num_key_value_heads": 2.5, )" + base +
+             "}"));
   EXPECT_INVALID("heads (4) must be divisible by kv_groups (3)",
                  config(R"({"model_type": "llama", "hidden_size": 32, "num_key_value_heads": 3, )" +
                         base + "}"));
@@ -376,12 +385,12 @@ TEST(Checkpoint, BadConfigFieldsAreRefusedNamingThem) {
   EXPECT_INVALID("rope_scaling: no factor",
                  config(R"({"model_type": "llama", "hidden_size": 32, )" + base +
                         R"(, "rope_scaling": {"rope_type": "linear"}})"));
-  EXPECT_INVALID("attention_bias must be true or false, not 1",
-                 config(R"({"model_type": "llama", "hidden_size": 32, "attention_bias": 1, )" +
-                        base + "}"));
-  EXPECT_INVALID("the key 'hidden_size' appears twice",
-                 config(R"({"model_type": "llama", "hidden_size": 32, "hidden_size": 64, )" +
-                        base + "}"));
+  EXPECT_INVALID(
+      "attention_bias must be true or false, not 1",
+      config(R"({"model_type": "llama", "hidden_size": 32, "attention_bias": 1, )" + base + "}"));
+  EXPECT_INVALID(
+      "the key 'hidden_size' appears twice",
+      config(R"({"model_type": "llama", "hidden_size": 32, "hidden_size": 64, )" + base + "}"));
   EXPECT_INVALID("config.json is not valid JSON", config("{\"model_type\": "));
   testing_io::TempDir empty("ck_empty");
   EXPECT_INVALID("config.json: cannot open", HfCheckpoint(empty.path().string()));

@@ -5,10 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <multihead/io/safetensors.hpp>
 #include <string>
 #include <vector>
-
-#include <multihead/io/safetensors.hpp>
 
 #include "support/safetensors_writer.hpp"
 #include "support/testing.hpp"
@@ -45,13 +44,16 @@ std::vector<WrittenTensor> sample() {
 }
 
 // Parses an image in memory as the file "image.safetensors".
-void parse(const Bytes& image) { multihead::parse_safetensors(image.data(), image.size(), "image"); }
+void parse(const Bytes& image) {
+  multihead::parse_safetensors(image.data(), image.size(), "image");
+}
 
 TEST(Safetensors, ReadsEveryDtypeElementForElement) {
   testing_io::TempDir dir("st_read");
-  testing_io::write_file(dir / "a.safetensors",
-                         testing_io::file_image(testing_io::header_json(sample(), {{"format", "pt"}}),
-                                                testing_io::data_of(sample())));
+  testing_io::write_file(
+      dir / "a.safetensors",
+      testing_io::file_image(testing_io::header_json(sample(), {{"format", "pt"}}),
+                             testing_io::data_of(sample())));
   const SafetensorsFile file((dir / "a.safetensors").string());
   EXPECT_EQ(file.header().tensors.size(), 4u);
   EXPECT_EQ(file.metadata().at("format"), "pt");
@@ -82,8 +84,8 @@ TEST(Safetensors, ReadsEveryDtypeElementForElement) {
 
 TEST(Safetensors, AMisalignedTensorIsCopiedNotReadInPlace) {
   // A 1-byte tensor first puts the float tensor at an odd address.
-  const std::vector<WrittenTensor> tensors = {{"flag", "U8", {1}, Bytes{7}},
-                                              {"w", "F32", {5}, testing_io::bytes_of(ramp(5, 1.5f))}};
+  const std::vector<WrittenTensor> tensors = {
+      {"flag", "U8", {1}, Bytes{7}}, {"w", "F32", {5}, testing_io::bytes_of(ramp(5, 1.5f))}};
   testing_io::TempDir dir("st_align");
   testing_io::write_file(dir / "m.safetensors", testing_io::file_image(tensors));
   const SafetensorsFile file((dir / "m.safetensors").string());
@@ -166,29 +168,37 @@ TEST(Safetensors, HostileFilesAreRefusedNamingTheFaultAndTheValues) {
                      Bytes(2, 0))));
   EXPECT_INVALID("the key 'dtype' appears twice",
                  parse(with_entry(R"({"dtype": "U8", "dtype": "F32", "shape": [1],)"
-                                  R"( "data_offsets": [0, 1]})", 1)));
+                                  R"( "data_offsets": [0, 1]})",
+                                  1)));
   EXPECT_INVALID("nested deeper", parse(testing_io::file_image("{\"t\": [[[[[1]]]]]}", {})));
 
   // Each tensor's entry.
   EXPECT_INVALID("tensor 't' must be an object, not number", parse(with_entry("3", 0)));
-  EXPECT_INVALID("tensor 't': no data_offsets", parse(with_entry(R"({"dtype": "U8", "shape": [0]})", 0)));
-  EXPECT_INVALID("tensor 't': unknown field 'extra'",
-                 parse(with_entry(R"({"dtype": "U8", "shape": [1], "data_offsets": [0, 1], "extra": 1})", 1)));
+  EXPECT_INVALID("tensor 't': no data_offsets",
+                 parse(with_entry(R"({"dtype": "U8", "shape": [0]})", 0)));
+  EXPECT_INVALID(
+      "tensor 't': unknown field 'extra'",
+      parse(with_entry(R"({"dtype": "U8", "shape": [1], "data_offsets": [0, 1], "extra": 1})", 1)));
   EXPECT_INVALID("tensor 't': unknown dtype 'F4'",
                  parse(with_entry(R"({"dtype": "F4", "shape": [2], "data_offsets": [0, 1]})", 1)));
-  EXPECT_INVALID("tensor 't': its shape holds 6 F32 elements (24 bytes) but data_offsets [0, 20) span 20",
-                 parse(with_entry(R"({"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 20]})", 20)));
-  EXPECT_INVALID("data_offsets [0, 40) must be an ordered range within the 16 bytes",
-                 parse(with_entry(R"({"dtype": "F32", "shape": [10], "data_offsets": [0, 40]})", 16)));
+  EXPECT_INVALID(
+      "tensor 't': its shape holds 6 F32 elements (24 bytes) but data_offsets [0, 20) span 20",
+      parse(with_entry(R"({"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 20]})", 20)));
+  EXPECT_INVALID(
+      "data_offsets [0, 40) must be an ordered range within the 16 bytes",
+      parse(with_entry(R"({"dtype": "F32", "shape": [10], "data_offsets": [0, 40]})", 16)));
   EXPECT_INVALID("data_offsets [8, 4) must be an ordered range",
                  parse(with_entry(R"({"dtype": "U8", "shape": [4], "data_offsets": [8, 4]})", 8)));
   EXPECT_INVALID("a shape extent must be a non-negative integer below 2^63, not -2",
                  parse(with_entry(R"({"dtype": "U8", "shape": [-2], "data_offsets": [0, 0]})", 0)));
-  EXPECT_INVALID("a shape extent must be a non-negative integer below 2^63, not 1.5",
-                 parse(with_entry(R"({"dtype": "U8", "shape": [1.5], "data_offsets": [0, 0]})", 0)));
-  EXPECT_INVALID("the shape's element count",  // 2^62 · 2^62 overflows
-                 parse(with_entry(R"({"dtype": "U8", "shape": [4611686018427387904, 4611686018427387904],)"
-                                  R"( "data_offsets": [0, 0]})", 0)));
+  EXPECT_INVALID(
+      "a shape extent must be a non-negative integer below 2^63, not 1.5",
+      parse(with_entry(R"({"dtype": "U8", "shape": [1.5], "data_offsets": [0, 0]})", 0)));
+  EXPECT_INVALID(
+      "the shape's element count",  // 2^62 · 2^62 overflows
+      parse(with_entry(R"({"dtype": "U8", "shape": [4611686018427387904, 4611686018427387904],)"
+                       R"( "data_offsets": [0, 0]})",
+                       0)));
   EXPECT_INVALID("data_offsets must be an array of two offsets",
                  parse(with_entry(R"({"dtype": "U8", "shape": [1], "data_offsets": [0]})", 1)));
   EXPECT_INVALID("__metadata__ 'k' must be a string, not number",
@@ -210,7 +220,8 @@ TEST(Safetensors, HostileFilesAreRefusedNamingTheFaultAndTheValues) {
   // And a file on disk is checked the same way, named by its path, before anything is read.
   testing_io::TempDir dir("st_hostile");
   testing_io::write_file(dir / "short.safetensors", Bytes(3, 0));
-  EXPECT_INVALID("short.safetensors: 3 bytes", SafetensorsFile((dir / "short.safetensors").string()));
+  EXPECT_INVALID("short.safetensors: 3 bytes",
+                 SafetensorsFile((dir / "short.safetensors").string()));
 }
 
 TEST(Safetensors, HostileIndexesAreRefused) {
@@ -222,7 +233,8 @@ TEST(Safetensors, HostileIndexesAreRefused) {
   };
   EXPECT_INVALID("is not valid JSON", index("{"));
   EXPECT_INVALID("must be an object with a weight_map object", index(R"({"weight_map": []})"));
-  EXPECT_INVALID("weight_map 'w.f32' must name a file, not 3", index(R"({"weight_map": {"w.f32": 3}})"));
+  EXPECT_INVALID("weight_map 'w.f32' must name a file, not 3",
+                 index(R"({"weight_map": {"w.f32": 3}})"));
   EXPECT_INVALID("names '../s.safetensors', not a file name in the checkpoint's directory",
                  index(R"({"weight_map": {"w.f32": "../s.safetensors"}})"));
   EXPECT_INVALID("names shard 's.safetensors' for tensor 'other', which that shard does not hold",

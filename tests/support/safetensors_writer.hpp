@@ -5,9 +5,10 @@
 // hostile file: any header text over any data.
 #pragma once
 
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstring>
-#include <unistd.h>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
@@ -41,8 +42,9 @@ inline std::string shape_json(const std::vector<std::int64_t>& shape) {
 }
 
 // The header JSON of `tensors` laid out back to back, with optional metadata pairs.
-inline std::string header_json(const std::vector<WrittenTensor>& tensors,
-                               const std::vector<std::pair<std::string, std::string>>& metadata = {}) {
+inline std::string header_json(
+    const std::vector<WrittenTensor>& tensors,
+    const std::vector<std::pair<std::string, std::string>>& metadata = {}) {
   std::string out = "{";
   bool first = true;
   if (!metadata.empty()) {

@@ -31,8 +31,8 @@
 #endif
 #include <mpi.h>
 
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
 #include <functional>
 #include <limits>
 #include <stdexcept>
@@ -142,7 +142,9 @@ inline void merge_shards(MPI_Comm comm, const TensorView<float>& o, Span<float> 
         detail::require(root >= -1 && root < ranks, "root (", root, ") must be -1 (every rank) ",
                         "or a rank below ", ranks);
       },
-      [&] { return std::vector<std::int64_t>{o.batch(), o.tokens(), o.heads(), o.dim()}; });
+      [&] {
+        return std::vector<std::int64_t>{o.batch(), o.tokens(), o.heads(), o.dim()};
+      });
   const std::int64_t count = rows * (o.dim() + 1);
   detail::require(count <= std::int64_t(INT32_MAX), "merge_shards: ", count,
                   " floats per rank exceed one MPI message");
@@ -211,7 +213,7 @@ inline void attend_chunk(const TensorView<const float>& q, std::int64_t q_begin,
                          std::vector<float>& o_part, std::vector<float>& lse_part,
                          const TensorView<float>& o_acc, float* lse_acc) {
   if (q.tokens() == 0 || k.tokens() == 0) return;
-  if (options.causal && k_begin > q_begin) return;  // keys after every query
+  if (options.causal && k_begin > q_begin) return;                  // keys after every query
   if (options.causal && k_begin < q_begin) options.causal = false;  // keys before every query
   const std::int64_t rows = q.batch() * q.heads() * q.tokens();
   o_part.resize(static_cast<std::size_t>(rows * o.dim()));
@@ -247,10 +249,10 @@ inline void ring_attention(MPI_Comm comm, std::int64_t length, const TensorView<
           detail::require(view->batch() == 1 && view->tokens() == tokens, "ring_attention: rank ",
                           rank, " must hold batch 1 and its zig-zag shard's ", tokens,
                           " tokens, not [", view->batch(), ", ", view->tokens(), "]");
-        detail::require(o.batch() == 1 && o.tokens() == tokens && o.heads() == q.heads() &&
-                            o.dim() == v.dim(),
-                        "ring_attention: o [", o.batch(), ", ", o.tokens(), ", ", o.heads(), ", ",
-                        o.dim(), "] must be [1, ", tokens, ", ", q.heads(), ", ", v.dim(), "]");
+        detail::require(
+            o.batch() == 1 && o.tokens() == tokens && o.heads() == q.heads() && o.dim() == v.dim(),
+            "ring_attention: o [", o.batch(), ", ", o.tokens(), ", ", o.heads(), ", ", o.dim(),
+            "] must be [1, ", tokens, ", ", q.heads(), ", ", v.dim(), "]");
         detail::require(k.heads() == v.heads() && q.dim() == k.dim() && k.heads() > 0 &&
                             q.heads() % k.heads() == 0,
                         "ring_attention: q, k and v's heads and dims do not fit");
@@ -264,7 +266,9 @@ inline void ring_attention(MPI_Comm comm, std::int64_t length, const TensorView<
         if (lse.data || lse.size)
           detail::check_lse_span(lse.data, lse.size, q.heads() * tokens, "lse");
       },
-      [&] { return std::vector<std::int64_t>{q.heads(), q.dim(), k.heads(), v.dim()}; });
+      [&] {
+        return std::vector<std::int64_t>{q.heads(), q.dim(), k.heads(), v.dim()};
+      });
 
   const ZigzagShard& own = shards[std::size_t(rank)];
   const std::int64_t heads = q.heads(), groups = k.heads(), d = q.dim(), dv = v.dim();
@@ -279,15 +283,17 @@ inline void ring_attention(MPI_Comm comm, std::int64_t length, const TensorView<
   };
   std::int64_t largest = 0;
   for (int r = 0; r < ranks; ++r) largest = std::max(largest, message_floats(r));
-  detail::require(largest <= std::int64_t(INT32_MAX), "ring_attention: a K/V message of ",
-                  largest, " floats exceeds one MPI message");
+  detail::require(largest <= std::int64_t(INT32_MAX), "ring_attention: a K/V message of ", largest,
+                  " floats exceeds one MPI message");
   std::vector<float> current(static_cast<std::size_t>(largest)), next(current.size());
   {
     float* out = current.data();
     for (std::int64_t t = 0; t < own.tokens(); ++t)
-      for (std::int64_t g = 0; g < groups; ++g, out += d) std::copy(k.row(0, t, g), k.row(0, t, g) + d, out);
+      for (std::int64_t g = 0; g < groups; ++g, out += d)
+        std::copy(k.row(0, t, g), k.row(0, t, g) + d, out);
     for (std::int64_t t = 0; t < own.tokens(); ++t)
-      for (std::int64_t g = 0; g < groups; ++g, out += dv) std::copy(v.row(0, t, g), v.row(0, t, g) + dv, out);
+      for (std::int64_t g = 0; g < groups; ++g, out += dv)
+        std::copy(v.row(0, t, g), v.row(0, t, g) + dv, out);
   }
 
   // The two query chunks of this rank, as views, with their running states.
@@ -322,8 +328,8 @@ inline void ring_attention(MPI_Comm comm, std::int64_t length, const TensorView<
     const ZigzagShard& theirs = shards[std::size_t(source)];
     const std::int64_t their_first = theirs.first_end - theirs.first_begin;
     const std::int64_t their_tokens = theirs.tokens();
-    const TensorView<const float> k_all(current.data(), their_tokens * groups * d, 1,
-                                        their_tokens, groups, d);
+    const TensorView<const float> k_all(current.data(), their_tokens * groups * d, 1, their_tokens,
+                                        groups, d);
     const TensorView<const float> v_all(current.data() + their_tokens * groups * d,
                                         their_tokens * groups * dv, 1, their_tokens, groups, dv);
     for (int qc = 0; qc < 2; ++qc)

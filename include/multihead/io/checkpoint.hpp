@@ -69,11 +69,13 @@ class HfCheckpoint {
   void load(Attention<Variant>& target, std::int64_t layer) const {
     for (Projection p : {Projection::q, Projection::k, Projection::v, Projection::o}) {
       const std::string name = prefix(layer) + hf_projection_name(p);
-      tensors_.visit(name + ".weight", {target.out_features(p), target.in_features(p)},
-                     [&](const auto* data, std::int64_t size) { target.set_weight(p, data, size); });
+      tensors_.visit(
+          name + ".weight", {target.out_features(p), target.in_features(p)},
+          [&](const auto* data, std::int64_t size) { target.set_weight(p, data, size); });
       if (target.has_bias(p))
-        tensors_.visit(name + ".bias", {target.out_features(p)},
-                       [&](const auto* data, std::int64_t size) { target.set_bias(p, data, size); });
+        tensors_.visit(
+            name + ".bias", {target.out_features(p)},
+            [&](const auto* data, std::int64_t size) { target.set_bias(p, data, size); });
       else
         refuse_unused(name + ".bias", "the layer's config has no bias there");
     }
@@ -95,9 +97,11 @@ class HfCheckpoint {
       if (!target.has_weight(w)) continue;
       const auto shape = target.weight_shape(w);
       const bool norm = w == LatentWeight::q_a_layernorm || w == LatentWeight::kv_a_layernorm;
-      tensors_.visit(name(w), norm ? std::vector<std::int64_t>{shape[1]}
-                                : std::vector<std::int64_t>{shape[0], shape[1]},
-                     [&](const auto* data, std::int64_t size) { target.set_weight(w, data, size); });
+      tensors_.visit(
+          name(w),
+          norm ? std::vector<std::int64_t>{shape[1]}
+               : std::vector<std::int64_t>{shape[0], shape[1]},
+          [&](const auto* data, std::int64_t size) { target.set_weight(w, data, size); });
     }
   }
 

@@ -23,9 +23,8 @@
 #include <cstdint>
 #include <fstream>
 #include <limits>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "../layer/config.hpp"
 #include "../layer/latent_config.hpp"
@@ -125,18 +124,22 @@ class HfConfig {
     const std::string type =
         fields.present("rope_type") ? fields.text("rope_type") : fields.text("type");
     if (type == "default") return s;
-    if (type == "linear") s.type = RopeScalingType::linear;
-    else if (type == "dynamic") s.type = RopeScalingType::dynamic;
-    else if (type == "llama3") s.type = RopeScalingType::llama3;
-    else if (type == "yarn") s.type = RopeScalingType::yarn;
+    if (type == "linear")
+      s.type = RopeScalingType::linear;
+    else if (type == "dynamic")
+      s.type = RopeScalingType::dynamic;
+    else if (type == "llama3")
+      s.type = RopeScalingType::llama3;
+    else if (type == "yarn")
+      s.type = RopeScalingType::yarn;
     else
       detail::fail(name_, ": rope_scaling type '", type,
                    "' is not one multihead computes (default, linear, dynamic, llama3, yarn)");
     s.factor = fields.number("factor");
     // Dynamic NTK scales from the config's max_position_embeddings, as transformers does; the
     // others from rope_scaling's original_max_position_embeddings when it has one.
-    const std::int64_t trained = present("max_position_embeddings")
-                                     ? integer("max_position_embeddings") : 0;
+    const std::int64_t trained =
+        present("max_position_embeddings") ? integer("max_position_embeddings") : 0;
     s.original_context = s.type == RopeScalingType::dynamic
                              ? integer("max_position_embeddings")
                              : fields.integer("original_max_position_embeddings", trained);
@@ -153,9 +156,7 @@ class HfConfig {
 
  private:
   // Set and not null.
-  bool present(const char* field) const {
-    return json_.contains(field) && !json_[field].is_null();
-  }
+  bool present(const char* field) const { return json_.contains(field) && !json_[field].is_null(); }
   const nlohmann::json& field(const char* name) const {
     if (!present(name)) detail::fail(name_, ": no ", name);
     return json_[name];

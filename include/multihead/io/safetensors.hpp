@@ -51,7 +51,9 @@ inline namespace MULTIHEAD_ISA_NAMESPACE {
 
 // The element types the format defines (those of whole bytes; sub-byte types are refused as
 // unknown). multihead reads F32, BF16 and F16 into layers; the rest can be listed and skipped.
-enum class Dtype { BOOL, U8, I8, F8_E5M2, F8_E4M3, I16, U16, F16, BF16, I32, U32, F32, F64, I64, U64 };
+enum class Dtype {
+  BOOL, U8, I8, F8_E5M2, F8_E4M3, I16, U16, F16, BF16, I32, U32, F32, F64, I64, U64
+};
 
 namespace detail {
 
@@ -61,12 +63,11 @@ struct DtypeEntry {
   int bytes;
 };
 inline constexpr DtypeEntry kDtypes[] = {
-    {"BOOL", Dtype::BOOL, 1}, {"U8", Dtype::U8, 1},   {"I8", Dtype::I8, 1},
-    {"F8_E5M2", Dtype::F8_E5M2, 1}, {"F8_E4M3", Dtype::F8_E4M3, 1},
-    {"I16", Dtype::I16, 2},   {"U16", Dtype::U16, 2}, {"F16", Dtype::F16, 2},
-    {"BF16", Dtype::BF16, 2}, {"I32", Dtype::I32, 4}, {"U32", Dtype::U32, 4},
-    {"F32", Dtype::F32, 4},   {"F64", Dtype::F64, 8}, {"I64", Dtype::I64, 8},
-    {"U64", Dtype::U64, 8}};
+    {"BOOL", Dtype::BOOL, 1},       {"U8", Dtype::U8, 1},           {"I8", Dtype::I8, 1},
+    {"F8_E5M2", Dtype::F8_E5M2, 1}, {"F8_E4M3", Dtype::F8_E4M3, 1}, {"I16", Dtype::I16, 2},
+    {"U16", Dtype::U16, 2},         {"F16", Dtype::F16, 2},         {"BF16", Dtype::BF16, 2},
+    {"I32", Dtype::I32, 4},         {"U32", Dtype::U32, 4},         {"F32", Dtype::F32, 4},
+    {"F64", Dtype::F64, 8},         {"I64", Dtype::I64, 8},         {"U64", Dtype::U64, 8}};
 
 inline const DtypeEntry& dtype_entry(Dtype dtype) {
   for (const DtypeEntry& e : kDtypes)
@@ -90,8 +91,10 @@ inline std::string shown_name(std::string_view text) {
       out += static_cast<char>(c);
     }
   }
-  if (shown < text.size()) out += concat("'... (", text.size(), " bytes)");
-  else out += "'";
+  if (shown < text.size())
+    out += concat("'... (", text.size(), " bytes)");
+  else
+    out += "'";
   return out;
 }
 
@@ -104,15 +107,16 @@ inline nlohmann::json parse_json(const char* begin, const char* end, const std::
   using Json = nlohmann::json;
   std::vector<std::set<std::string>> open;  // the keys of each object being parsed
   const auto check = [&](int depth, Json::parse_event_t event, Json& parsed) {
-    if (depth > max_depth) fail(what, ": nested deeper (", depth, ") than its format allows (",
-                                max_depth, ")");
+    if (depth > max_depth)
+      fail(what, ": nested deeper (", depth, ") than its format allows (", max_depth, ")");
     if (event == Json::parse_event_t::object_start) {
       open.emplace_back();
     } else if (event == Json::parse_event_t::object_end) {
       open.pop_back();
     } else if (event == Json::parse_event_t::key) {
       const auto& key = parsed.get_ref<const std::string&>();
-      if (!open.back().insert(key).second) fail(what, ": the key ", shown_name(key), " appears twice");
+      if (!open.back().insert(key).second)
+        fail(what, ": the key ", shown_name(key), " appears twice");
     }
     return true;
   };
@@ -141,9 +145,12 @@ template <class T>
 constexpr Dtype dtype_of() {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, bf16> || std::is_same_v<T, fp16>,
                 "dtype_of: multihead reads float (F32), bf16 (BF16) and fp16 (F16) tensors");
-  if constexpr (std::is_same_v<T, float>) return Dtype::F32;
-  else if constexpr (std::is_same_v<T, bf16>) return Dtype::BF16;
-  else return Dtype::F16;
+  if constexpr (std::is_same_v<T, float>)
+    return Dtype::F32;
+  else if constexpr (std::is_same_v<T, bf16>)
+    return Dtype::BF16;
+  else
+    return Dtype::F16;
 }
 
 // One tensor's entry in a header: its bytes are [begin, end) of the data after the header.
@@ -151,7 +158,9 @@ struct TensorInfo {
   Dtype dtype = Dtype::F32;
   std::vector<std::int64_t> shape;
   std::int64_t begin = 0, end = 0;
-  std::int64_t elements() const { return dtype_bytes(dtype) ? (end - begin) / dtype_bytes(dtype) : 0; }
+  std::int64_t elements() const {
+    return dtype_bytes(dtype) ? (end - begin) / dtype_bytes(dtype) : 0;
+  }
 };
 
 // A checked header: the tensors by name, the free-form string metadata, and where the data
@@ -212,7 +221,8 @@ inline SafetensorsHeader parse_safetensors(const unsigned char* data, std::size_
     const auto& dtype_text = dtype.get_ref<const std::string&>();
     const auto* entry = std::find_if(std::begin(detail::kDtypes), std::end(detail::kDtypes),
                                      [&](const auto& e) { return dtype_text == e.name; });
-    if (entry == std::end(detail::kDtypes)) fail(tensor, ": unknown dtype ", shown_name(dtype_text));
+    if (entry == std::end(detail::kDtypes))
+      fail(tensor, ": unknown dtype ", shown_name(dtype_text));
     info.dtype = entry->dtype;
 
     const auto& shape = value["shape"];
@@ -311,8 +321,8 @@ class SafetensorsFile {
       if (map == MAP_FAILED) {
         const int error = errno;
         ::close(fd);
-        detail::fail("safetensors file ", path_, ": cannot map ", size_, " bytes: ",
-                     std::strerror(error));
+        detail::fail("safetensors file ", path_, ": cannot map ", size_,
+                     " bytes: ", std::strerror(error));
       }
       map_ = static_cast<const unsigned char*>(map);
     }
@@ -325,8 +335,10 @@ class SafetensorsFile {
     }
   }
   SafetensorsFile(SafetensorsFile&& other) noexcept
-      : path_(std::move(other.path_)), map_(std::exchange(other.map_, nullptr)),
-        size_(std::exchange(other.size_, 0)), header_(std::move(other.header_)) {}
+      : path_(std::move(other.path_)),
+        map_(std::exchange(other.map_, nullptr)),
+        size_(std::exchange(other.size_, 0)),
+        header_(std::move(other.header_)) {}
   SafetensorsFile& operator=(SafetensorsFile&& other) noexcept {
     if (this != &other) {
       unmap();
@@ -371,9 +383,12 @@ class SafetensorsFile {
   void visit(std::string_view name, const std::vector<std::int64_t>& shape, F&& f) const {
     const TensorInfo& entry = info(name);
     switch (entry.dtype) {
-      case Dtype::F32: return call<float>(name, shape, f);
-      case Dtype::BF16: return call<bf16>(name, shape, f);
-      case Dtype::F16: return call<fp16>(name, shape, f);
+      case Dtype::F32:
+        return call<float>(name, shape, f);
+      case Dtype::BF16:
+        return call<bf16>(name, shape, f);
+      case Dtype::F16:
+        return call<fp16>(name, shape, f);
       default:
         detail::fail("safetensors file ", path_, ": tensor ", detail::shown_name(name), " is ",
                      dtype_name(entry.dtype), ": multihead reads F32, BF16 and F16 tensors");
@@ -468,9 +483,7 @@ class SafetensorsCheckpoint {
   }
 
  private:
-  void open(const std::string& file) {
-    files_.push_back(std::make_unique<SafetensorsFile>(file));
-  }
+  void open(const std::string& file) { files_.push_back(std::make_unique<SafetensorsFile>(file)); }
 
   void read_index(const std::string& index) {
     std::ifstream in(index, std::ios::binary);
